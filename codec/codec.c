@@ -1,0 +1,115 @@
+/*
+ * codec.c -- the codec registry, the blob header, and the per-thread context.
+ *
+ * Dispatch is a table indexed by the blob's codec id byte, so adding a codec is one line here
+ * (its ops) plus its own file. Ids in the enum whose codec is not built in keep their name (so
+ * `deltafs info` can still say what a blob is) but decode as -EBADMSG, like any unknown id.
+ */
+#include "codec.h"
+
+#include <errno.h>
+#include <stdlib.h>
+
+#include "cx_internal.h"
+
+static const struct {
+	const char *name;
+	const struct cx_codec_ops *ops; /* NULL: id reserved, codec not built in */
+} cx_codecs[] = {
+	[CX_LOSSLESS] = { "lossless", &ll_ops },
+	[CX_DELTADQ] = { "deltadq", NULL },
+	[CX_PALETTE] = { "palette", NULL },
+};
+
+#define CX_NCODECS (sizeof cx_codecs / sizeof cx_codecs[0])
+
+static const struct cx_codec_ops *cx_ops_of(const void *blob, size_t blen)
+{
+	const uint8_t *b = blob;
+
+	if (!b || blen < CX_HDR || b[0] != CX_MAGIC || b[1] >= CX_NCODECS)
+		return NULL;
+	return cx_codecs[b[1]].ops;
+}
+
+cx_ctx *cx_ctx_new(void)
+{
+	cx_ctx *ctx = calloc(1, sizeof *ctx);
+
+	if (!ctx)
+		return NULL;
+	ctx->dctx = ZSTD_createDCtx();
+	if (!ctx->dctx) {
+		free(ctx);
+		return NULL;
+	}
+	return ctx;
+}
+
+void cx_ctx_free(cx_ctx *ctx)
+{
+	if (!ctx)
+		return;
+	ZSTD_freeDCtx(ctx->dctx);
+	ZSTD_freeCCtx(ctx->cctx);
+	for (unsigned i = 0; i < CX_NSCRATCH; i++)
+		free(ctx->scratch[i].p);
+	free(ctx);
+}
+
+void *cx_scratch(cx_ctx *ctx, unsigned slot, size_t n)
+{
+	void *p;
+
+	if (n <= ctx->scratch[slot].cap)
+		return ctx->scratch[slot].p;
+	/* free + alloc, not realloc: the old contents are dead and copying them is wasted time.
+	 * Rounding up to 64 KiB keeps a context that sees a few chunk sizes from regrowing. */
+	n = (n + 65535) & ~(size_t)65535;
+	if (posix_memalign(&p, 64, n) != 0)
+		return NULL;
+	free(ctx->scratch[slot].p);
+	ctx->scratch[slot].p = p;
+	ctx->scratch[slot].cap = n;
+	return p;
+}
+
+ZSTD_CCtx *cx_cctx(cx_ctx *ctx)
+{
+	if (!ctx->cctx)
+		ctx->cctx = ZSTD_createCCtx();
+	return ctx->cctx;
+}
+
+int cx_decode(cx_ctx *ctx, void *dst, size_t n, const void *blob, size_t blen, const void *base)
+{
+	const struct cx_codec_ops *ops;
+
+	if (!ctx || (!dst && n))
+		return -EINVAL;
+	ops = cx_ops_of(blob, blen);
+	if (!ops)
+		return -EBADMSG;
+	return ops->decode(ctx, dst, n, blob, blen, base);
+}
+
+int cx_needs_base(const void *blob, size_t blen)
+{
+	const struct cx_codec_ops *ops = cx_ops_of(blob, blen);
+
+	return ops ? ops->needs_base(blob, blen) : -EBADMSG;
+}
+
+int cx_blob_codec(const void *blob, size_t blen)
+{
+	const uint8_t *b = blob;
+
+	return cx_ops_of(blob, blen) ? b[1] : -EBADMSG;
+}
+
+const char *cx_codec_name(int codec)
+{
+	if (codec < 0 || (size_t)codec >= CX_NCODECS || !cx_codecs[codec].name)
+		return "?";
+	return cx_codecs[codec].name;
+}

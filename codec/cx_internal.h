@@ -1,0 +1,74 @@
+/*
+ * cx_internal.h -- what the codecs of codec/ share and nothing outside codec/ may use.
+ *
+ * struct cx_ctx is the per-thread state behind the opaque cx_ctx of codec.h: zstd contexts and a
+ * few growable scratch buffers. A chunk's decode runs on every FUSE read miss, so a warmed-up
+ * context must let a decoder run without calling malloc: buffers only grow, never shrink, and keep
+ * their size for the next call. The compression context is created on first use, because most
+ * contexts (the mount's reader threads) only ever decode.
+ *
+ * Registering a codec: it defines one `const struct cx_codec_ops` and codec.c's table names it on
+ * one line, indexed by its cx_codec id. cx_decode/cx_needs_base have already checked the 4-byte cx
+ * header's magic and codec id before calling into it; version, mode and everything after are the
+ * codec's to check.
+ */
+#ifndef DELTAFS_CODEC_CX_INTERNAL_H
+#define DELTAFS_CODEC_CX_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <zstd.h>
+
+#include "codec.h"
+
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+/* Blobs and the tensors they hold are little-endian; the codecs read elements with memcpy. */
+#error "deltafs codecs assume a little-endian host"
+#endif
+
+/* Scratch slots: a codec uses them as it likes within one call; nothing survives between calls
+ * except the capacity. Four cover the lossless codec (2) with room for a quantizer's tables. */
+#define CX_NSCRATCH 4
+
+struct cx_ctx {
+	ZSTD_DCtx *dctx;
+	ZSTD_CCtx *cctx; /* NULL until the first encode */
+	struct {
+		void *p;
+		size_t cap;
+	} scratch[CX_NSCRATCH];
+};
+
+/* A buffer of at least n bytes in slot (< CX_NSCRATCH), 64-byte aligned, contents undefined;
+ * NULL if it had to grow and could not. The pointer stays valid until the next cx_scratch call
+ * on the same slot. */
+void *cx_scratch(cx_ctx *ctx, unsigned slot, size_t n);
+
+/* The context's compression context, created on first use; NULL on allocation failure. */
+ZSTD_CCtx *cx_cctx(cx_ctx *ctx);
+
+struct cx_codec_ops {
+	/* As cx_decode. */
+	int (*decode)(cx_ctx *ctx, void *dst, size_t n, const void *blob, size_t blen,
+		      const void *base);
+	/* As cx_needs_base; blen >= CX_HDR. */
+	int (*needs_base)(const uint8_t *blob, size_t blen);
+};
+
+extern const struct cx_codec_ops ll_ops;
+
+static inline uint64_t cx_rd64(const uint8_t *p)
+{
+	uint64_t v;
+	memcpy(&v, p, sizeof v);
+	return v;
+}
+
+static inline void cx_wr64(uint8_t *p, uint64_t v)
+{
+	memcpy(p, &v, sizeof v);
+}
+
+#endif

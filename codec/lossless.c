@@ -1,0 +1,418 @@
+/*
+ * lossless.c -- byte grouping + zstd, and XOR/SUB deltas against a base (see lossless.h).
+ *
+ * Data path. Encode: transform each element (identity, XOR base, or zig-zag of the difference
+ * from base), scatter its bytes into planes (scratch slot 0), compress the planes as one zstd frame
+ * straight into the blob. Decode: one zstd frame into scratch slot 0, then gather the planes back
+ * into elements while undoing the transform, writing the caller's buffer once. The one exception is
+ * 1-byte elements without a delta, which have a single plane: zstd decodes straight into dst.
+ *
+ * The split/merge kernels run on every read miss, so they are written for gcc -O2's "very cheap"
+ * vectoriser, which only vectorises a loop when the vector code replaces the scalar loop entirely:
+ * an inner loop of a fixed LL_BLOCK elements (a multiple of any vector width) with every plane a
+ * separate restrict pointer (no runtime alias checks), and a scalar tail for the last < LL_BLOCK
+ * elements. They are instantiated per element size and mode through always_inline helpers with
+ * constant arguments, so no branch on the mode is left inside a loop.
+ *
+ * Choosing the delta (see ll_pick): measured in tests/bench/bench_chunk.c, reported where
+ * ll_pick is defined.
+ */
+#include "lossless.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+
+#include <zstd_errors.h>
+
+#include "cx_internal.h"
+
+#define LL_VERSION 1
+#define LL_BLOCK 64 /* elements per vectorised block */
+
+/* Scratch slots of the cx_ctx. */
+enum { LL_S_PLANES = 0 };
+
+#define AI static inline __attribute__((always_inline))
+
+/* ---- element transforms ------------------------------------------------------------------- */
+
+/* Zig-zag folds the wrapped difference so that -1 becomes 1, not 0xff..ff: a small step down has
+ * zero high bytes, like a small step up, and the high planes compress to almost nothing. */
+#define LL_XFORM(T, BITS)                                                                          \
+	AI T ll_fwd_##BITS(T v, T b, int mode)                                                     \
+	{                                                                                          \
+		T d;                                                                               \
+		switch (mode) {                                                                    \
+		case LL_XOR:                                                                       \
+			return (T)(v ^ b);                                                         \
+		case LL_SUB:                                                                       \
+			d = (T)(v - b);                                                            \
+			return (T)((T)(d << 1) ^ (T)(0 - (T)(d >> (BITS - 1))));                   \
+		default:                                                                           \
+			return v;                                                                  \
+		}                                                                                  \
+	}                                                                                          \
+	AI T ll_inv_##BITS(T z, T b, int mode)                                                     \
+	{                                                                                          \
+		switch (mode) {                                                                    \
+		case LL_XOR:                                                                       \
+			return (T)(z ^ b);                                                         \
+		case LL_SUB:                                                                       \
+			return (T)(b + (T)((T)(z >> 1) ^ (T)(0 - (T)(z & 1))));                    \
+		default:                                                                           \
+			return z;                                                                  \
+		}                                                                                  \
+	}
+
+LL_XFORM(uint8_t, 8)
+LL_XFORM(uint16_t, 16)
+LL_XFORM(uint32_t, 32)
+LL_XFORM(uint64_t, 64)
+
+/* ---- split (encode) and merge (decode) kernels --------------------------------------------- */
+
+/* One element i: load (and base), transform, scatter to the planes p[0..ES-1]. */
+#define LL_SPLIT_ONE(T, BITS, ES, i)                                                               \
+	do {                                                                                       \
+		T v_, b_ = 0;                                                                      \
+		memcpy(&v_, in + (size_t)(i) * ES, ES);                                            \
+		if (mode != LL_GROUPED)                                                            \
+			memcpy(&b_, base + (size_t)(i) * ES, ES);                                  \
+		v_ = ll_fwd_##BITS(v_, b_, mode);                                                  \
+		LL_SCATTER_##ES(v_, i);                                                            \
+	} while (0)
+
+#define LL_MERGE_ONE(T, BITS, ES, i)                                                               \
+	do {                                                                                       \
+		T z_ = LL_GATHER_##ES(T, i), b_ = 0;                                               \
+		if (mode != LL_GROUPED)                                                            \
+			memcpy(&b_, base + (size_t)(i) * ES, ES);                                  \
+		z_ = ll_inv_##BITS(z_, b_, mode);                                                  \
+		memcpy(out + (size_t)(i) * ES, &z_, ES);                                           \
+	} while (0)
+
+#define LL_SCATTER_1(v, i) (p0[i] = (uint8_t)(v))
+#define LL_SCATTER_2(v, i) (p0[i] = (uint8_t)(v), p1[i] = (uint8_t)((v) >> 8))
+#define LL_SCATTER_4(v, i)                                                                         \
+	(p0[i] = (uint8_t)(v), p1[i] = (uint8_t)((v) >> 8), p2[i] = (uint8_t)((v) >> 16),          \
+	 p3[i] = (uint8_t)((v) >> 24))
+#define LL_SCATTER_8(v, i)                                                                         \
+	(LL_SCATTER_4(v, i), p4[i] = (uint8_t)((v) >> 32), p5[i] = (uint8_t)((v) >> 40),           \
+	 p6[i] = (uint8_t)((v) >> 48), p7[i] = (uint8_t)((v) >> 56))
+
+#define LL_GATHER_1(T, i) ((T)p0[i])
+#define LL_GATHER_2(T, i) ((T)((T)p0[i] | (T)((T)p1[i] << 8)))
+#define LL_GATHER_4(T, i)                                                                          \
+	((T)p0[i] | (T)p1[i] << 8 | (T)p2[i] << 16 | (T)p3[i] << 24)
+#define LL_GATHER_8(T, i)                                                                          \
+	(LL_GATHER_4(T, i) | (T)p4[i] << 32 | (T)p5[i] << 40 | (T)p6[i] << 48 | (T)p7[i] << 56)
+
+#define LL_PLANES_1 uint8_t *restrict p0
+#define LL_PLANES_2 LL_PLANES_1, uint8_t *restrict p1
+#define LL_PLANES_4 LL_PLANES_2, uint8_t *restrict p2, uint8_t *restrict p3
+#define LL_PLANES_8                                                                                \
+	LL_PLANES_4, uint8_t *restrict p4, uint8_t *restrict p5, uint8_t *restrict p6,             \
+		uint8_t *restrict p7
+#define LL_CPLANES_1 const uint8_t *restrict p0
+#define LL_CPLANES_2 LL_CPLANES_1, const uint8_t *restrict p1
+#define LL_CPLANES_4 LL_CPLANES_2, const uint8_t *restrict p2, const uint8_t *restrict p3
+#define LL_CPLANES_8                                                                               \
+	LL_CPLANES_4, const uint8_t *restrict p4, const uint8_t *restrict p5,                      \
+		const uint8_t *restrict p6, const uint8_t *restrict p7
+#define LL_ARGS_1(pl, m) (pl)
+#define LL_ARGS_2(pl, m) LL_ARGS_1(pl, m), (pl) + (m)
+#define LL_ARGS_4(pl, m) LL_ARGS_2(pl, m), (pl) + 2 * (m), (pl) + 3 * (m)
+#define LL_ARGS_8(pl, m)                                                                           \
+	LL_ARGS_4(pl, m), (pl) + 4 * (m), (pl) + 5 * (m), (pl) + 6 * (m), (pl) + 7 * (m)
+
+#define LL_KERNELS(T, BITS, ES)                                                                    \
+	AI void ll_split_##ES(LL_PLANES_##ES, const uint8_t *restrict in,                          \
+			      const uint8_t *restrict base, size_t m, int mode)                    \
+	{                                                                                          \
+		size_t i = 0;                                                                      \
+		for (; i + LL_BLOCK <= m; i += LL_BLOCK)                                           \
+			for (size_t j = 0; j < LL_BLOCK; j++)                                      \
+				LL_SPLIT_ONE(T, BITS, ES, i + j);                                  \
+		for (; i < m; i++)                                                                 \
+			LL_SPLIT_ONE(T, BITS, ES, i);                                              \
+	}                                                                                          \
+	AI void ll_merge_##ES(uint8_t *restrict out, LL_CPLANES_##ES,                              \
+			      const uint8_t *restrict base, size_t m, int mode)                    \
+	{                                                                                          \
+		size_t i = 0;                                                                      \
+		for (; i + LL_BLOCK <= m; i += LL_BLOCK)                                           \
+			for (size_t j = 0; j < LL_BLOCK; j++)                                      \
+				LL_MERGE_ONE(T, BITS, ES, i + j);                                  \
+		for (; i < m; i++)                                                                 \
+			LL_MERGE_ONE(T, BITS, ES, i);                                              \
+	}                                                                                          \
+	static void ll_split_##ES##_grouped(uint8_t *pl, const uint8_t *in, const uint8_t *base,   \
+					    size_t m)                                              \
+	{                                                                                          \
+		ll_split_##ES(LL_ARGS_##ES(pl, m), in, base, m, LL_GROUPED);                        \
+	}                                                                                          \
+	static void ll_split_##ES##_xor(uint8_t *pl, const uint8_t *in, const uint8_t *base,       \
+					size_t m)                                                  \
+	{                                                                                          \
+		ll_split_##ES(LL_ARGS_##ES(pl, m), in, base, m, LL_XOR);                            \
+	}                                                                                          \
+	static void ll_split_##ES##_sub(uint8_t *pl, const uint8_t *in, const uint8_t *base,       \
+					size_t m)                                                  \
+	{                                                                                          \
+		ll_split_##ES(LL_ARGS_##ES(pl, m), in, base, m, LL_SUB);                            \
+	}                                                                                          \
+	static void ll_merge_##ES##_grouped(uint8_t *out, const uint8_t *pl, const uint8_t *base,  \
+					    size_t m)                                              \
+	{                                                                                          \
+		ll_merge_##ES(out, LL_ARGS_##ES(pl, m), base, m, LL_GROUPED);                       \
+	}                                                                                          \
+	static void ll_merge_##ES##_xor(uint8_t *out, const uint8_t *pl, const uint8_t *base,      \
+					size_t m)                                                  \
+	{                                                                                          \
+		ll_merge_##ES(out, LL_ARGS_##ES(pl, m), base, m, LL_XOR);                           \
+	}                                                                                          \
+	static void ll_merge_##ES##_sub(uint8_t *out, const uint8_t *pl, const uint8_t *base,      \
+					size_t m)                                                  \
+	{                                                                                          \
+		ll_merge_##ES(out, LL_ARGS_##ES(pl, m), base, m, LL_SUB);                           \
+	}
+
+LL_KERNELS(uint8_t, 8, 1)
+LL_KERNELS(uint16_t, 16, 2)
+LL_KERNELS(uint32_t, 32, 4)
+LL_KERNELS(uint64_t, 64, 8)
+
+typedef void ll_fn(uint8_t *out, const uint8_t *in, const uint8_t *base, size_t m);
+
+/* [log2 esize][mode - LL_GROUPED] */
+#define LL_FNS(dir, ES) { ll_##dir##_##ES##_grouped, ll_##dir##_##ES##_xor, ll_##dir##_##ES##_sub }
+static ll_fn *const ll_split_fns[4][3] = {
+	LL_FNS(split, 1), LL_FNS(split, 2), LL_FNS(split, 4), LL_FNS(split, 8),
+};
+static ll_fn *const ll_merge_fns[4][3] = {
+	LL_FNS(merge, 1), LL_FNS(merge, 2), LL_FNS(merge, 4), LL_FNS(merge, 8),
+};
+
+static int ll_log2_esize(unsigned esize)
+{
+	switch (esize) {
+	case 1: return 0;
+	case 2: return 1;
+	case 4: return 2;
+	case 8: return 3;
+	default: return -1;
+	}
+}
+
+/* ---- choosing the mode --------------------------------------------------------------------- */
+
+#define LL_SAMPLE_WINDOWS 16
+#define LL_SAMPLE_WINDOW 1024 /* bytes, a multiple of every esize */
+
+/* Order-0 entropy in bits of one plane's histogram: what a Huffman stage (zstd's literals) pays
+ * for bytes it finds no matches in, which is most of a weight plane. */
+static double ll_hist_bits(const uint32_t *h, uint32_t total)
+{
+	double bits = total ? (double)total * log2(total) : 0;
+
+	for (int c = 0; c < 256; c++)
+		if (h[c])
+			bits -= (double)h[c] * log2(h[c]);
+	return bits;
+}
+
+/* Estimated bits for the planes of n bytes in the given mode, from LL_SAMPLE_WINDOWS windows spread
+ * over the chunk (the whole chunk if it is that small): the window's planes are built with the
+ * real split kernel, so the estimate sees exactly the bytes zstd would. */
+static double ll_estimate(const uint8_t *src, const uint8_t *base, size_t n, int l2, int mode)
+{
+	uint8_t tmp[LL_SAMPLE_WINDOWS * LL_SAMPLE_WINDOW];
+	uint32_t hist[8][256];
+	const unsigned es = 1u << l2;
+	size_t nwin = LL_SAMPLE_WINDOWS, win = LL_SAMPLE_WINDOW;
+	double bits = 0;
+
+	if (n <= sizeof tmp) {
+		nwin = 1;
+		win = n;
+	}
+	memset(hist, 0, sizeof hist[0] * es);
+	for (size_t w = 0; w < nwin; w++) {
+		size_t off = nwin == 1 ? 0 : w * (n - win) / (nwin - 1) / es * es;
+		size_t m = win / es;
+
+		ll_split_fns[l2][mode - LL_GROUPED](tmp, src + off, base ? base + off : NULL, m);
+		for (unsigned k = 0; k < es; k++)
+			for (size_t i = 0; i < m; i++)
+				hist[k][tmp[k * m + i]]++;
+	}
+	for (unsigned k = 0; k < es; k++)
+		bits += ll_hist_bits(hist[k], (uint32_t)(nwin * win / es));
+	return bits;
+}
+
+/* With a base: the mode among GROUPED, XOR and SUB with the fewest estimated bits. GROUPED is a
+ * candidate because a tensor the fine-tune rewrote wholesale compresses better on its own, and
+ * then its blob does not even need the base decoded. */
+static int ll_pick(const uint8_t *src, const uint8_t *base, size_t n, int l2)
+{
+	int best = LL_GROUPED;
+	double best_bits = ll_estimate(src, NULL, n, l2, LL_GROUPED);
+
+	for (int mode = LL_XOR; mode <= LL_SUB; mode++) {
+		double bits = ll_estimate(src, base, n, l2, mode);
+
+		if (bits < best_bits) {
+			best_bits = bits;
+			best = mode;
+		}
+	}
+	return best;
+}
+
+/* ---- blobs --------------------------------------------------------------------------------- */
+
+size_t ll_bound(size_t n)
+{
+	/* A payload that would not be smaller than n is stored raw, so the bound is tight. */
+	return n > SIZE_MAX - LL_HDR ? SIZE_MAX : LL_HDR + n;
+}
+
+static void ll_put_header(uint8_t *d, int mode, unsigned esize, size_t n)
+{
+	d[0] = CX_MAGIC;
+	d[1] = CX_LOSSLESS;
+	d[2] = LL_VERSION;
+	d[3] = (uint8_t)mode;
+	d[4] = (uint8_t)esize;
+	d[5] = d[6] = d[7] = 0;
+	cx_wr64(d + 8, n);
+}
+
+ssize_t ll_encode(cx_ctx *ctx, void *dst, size_t cap, const void *src, size_t n, unsigned esize,
+		  const void *base, int level)
+{
+	uint8_t *d = dst;
+	const uint8_t *planes = src;
+	int l2 = ll_log2_esize(esize), mode = LL_GROUPED;
+	ZSTD_CCtx *cctx;
+	size_t z;
+
+	if (!ctx || !d || (!src && n) || l2 < 0 || n % esize || level < ZSTD_minCLevel() ||
+	    level > ZSTD_maxCLevel())
+		return -EINVAL;
+	if (cap < ll_bound(n))
+		return -ENOBUFS;
+	if (n == 0)
+		goto raw;
+	if (base)
+		mode = ll_pick(src, base, n, l2);
+	if (l2 != 0 || mode != LL_GROUPED) {
+		uint8_t *p = cx_scratch(ctx, LL_S_PLANES, n);
+
+		if (!p)
+			return -ENOMEM;
+		ll_split_fns[l2][mode - LL_GROUPED](p, src, base, n / esize);
+		planes = p;
+	}
+	cctx = cx_cctx(ctx);
+	if (!cctx)
+		return -ENOMEM;
+	/* Parameters are sticky in a CCtx; another codec sharing this context may have set some. */
+	ZSTD_CCtx_reset(cctx, ZSTD_reset_session_and_parameters);
+	if (ZSTD_isError(ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, level)))
+		return -EINVAL;
+	if (getenv("LL_FLUSH")) {
+		ZSTD_outBuffer ob = { d + LL_HDR, n - 1, 0 };
+		size_t m = n / esize;
+		ZSTD_CCtx_setPledgedSrcSize(cctx, n);
+		for (unsigned k = 0; k < esize; k++) {
+			ZSTD_inBuffer ib = { planes + k * m, m, 0 };
+			ZSTD_EndDirective e = k + 1 == esize ? ZSTD_e_end : ZSTD_e_flush;
+			size_t r;
+			do {
+				r = ZSTD_compressStream2(cctx, &ob, &ib, e);
+				if (ZSTD_isError(r))
+					return -ENOMEM;
+				if (r && ob.pos == ob.size)
+					goto raw;
+			} while (r || ib.pos < ib.size);
+		}
+		z = ob.pos;
+	} else {
+	z = ZSTD_compress2(cctx, d + LL_HDR, n - 1, planes, n);
+	if (ZSTD_isError(z)) {
+		if (ZSTD_getErrorCode(z) != ZSTD_error_dstSize_tooSmall)
+			return -ENOMEM;
+		goto raw;
+	}
+	}
+	ll_put_header(d, mode, esize, n);
+	return (ssize_t)(LL_HDR + z);
+raw:
+	ll_put_header(d, LL_RAW, esize, n);
+	if (n)
+		memcpy(d + LL_HDR, src, n);
+	return (ssize_t)(LL_HDR + n);
+}
+
+int ll_decode(cx_ctx *ctx, void *dst, size_t n, const void *blob, size_t blen, const void *base)
+{
+	const uint8_t *b = blob, *payload;
+	uint8_t *planes;
+	size_t plen, z;
+	int mode, l2;
+
+	if (!ctx || (!dst && n))
+		return -EINVAL;
+	if (!b || blen < LL_HDR || b[0] != CX_MAGIC || b[1] != CX_LOSSLESS || b[2] != LL_VERSION)
+		return -EBADMSG;
+	mode = b[3];
+	l2 = ll_log2_esize(b[4]);
+	if (mode > LL_SUB || l2 < 0 || b[5] || b[6] || b[7] || cx_rd64(b + 8) != n ||
+	    n & ((1u << l2) - 1))
+		return -EBADMSG;
+	payload = b + LL_HDR;
+	plen = blen - LL_HDR;
+	if (mode == LL_RAW) {
+		if (plen != n)
+			return -EBADMSG;
+		if (n)
+			memcpy(dst, payload, n);
+		return 0;
+	}
+	if (mode != LL_GROUPED && !base)
+		return -EINVAL;
+	/* The encoder never compresses an empty chunk; and a payload must be exactly one frame,
+	 * which zstd alone would not check (it decodes concatenated frames). */
+	if (n == 0 || ZSTD_findFrameCompressedSize(payload, plen) != plen)
+		return -EBADMSG;
+	if (l2 == 0 && mode == LL_GROUPED) {
+		planes = dst;
+	} else {
+		planes = cx_scratch(ctx, LL_S_PLANES, n);
+		if (!planes)
+			return -ENOMEM;
+	}
+	z = ZSTD_decompressDCtx(ctx->dctx, planes, n, payload, plen);
+	if (ZSTD_isError(z))
+		return ZSTD_getErrorCode(z) == ZSTD_error_memory_allocation ? -ENOMEM : -EBADMSG;
+	if (z != n)
+		return -EBADMSG;
+	if (planes != dst)
+		ll_merge_fns[l2][mode - LL_GROUPED](dst, planes, base, n >> l2);
+	return 0;
+}
+
+static int ll_needs_base(const uint8_t *b, size_t blen)
+{
+	if (blen < LL_HDR || b[2] != LL_VERSION || b[3] > LL_SUB)
+		return -EBADMSG;
+	return b[3] == LL_XOR || b[3] == LL_SUB;
+}
+
+const struct cx_codec_ops ll_ops = {
+	.decode = ll_decode,
+	.needs_base = ll_needs_base,
+};
