@@ -1,0 +1,635 @@
+/*
+ * ingest.c -- see ingest.h for the pipeline.
+ *
+ * Threads: encoders take chunks from one atomic counter (chunks are equal-sized work, so no smarter
+ * scheduling pays), each with its own codec context, base-decode buffer and blob batch. A worker
+ * writes its batch to LMDB itself once it holds ING_BATCH_BYTES: LMDB serialises the write
+ * transactions, and the encoders of other threads go on meanwhile. The calling thread hashes the
+ * input files (sha256, recorded for `verify` and `export`) while the workers encode, then reports
+ * progress until they finish.
+ */
+#include "ingest.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <openssl/evp.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../codec/codec.h"
+#include "../codec/dtype.h"
+#include "../codec/lossless.h"
+#include "reader.h"
+#include "safetensors.h"
+
+/* 256 KiB: on charlm (F32) and generated BF16 pairs, tests/bench/bench_chunk shows the ratio within
+ * ~1% of 1 MiB chunks, while a 128 KiB read (the kernel's readahead unit over FUSE) decodes at most
+ * twice what it asked for. */
+const uint32_t ING_CHUNK_DEFAULT = 256u << 10;
+
+#define ING_BATCH_BYTES (32u << 20) /* blob bytes a worker buffers before one write txn */
+#define ING_MAX_FILES 100000
+
+typedef struct in_file {
+	char *rel;       /* path inside the checkpoint */
+	char *abs;       /* path to read */
+	uint8_t *map;    /* whole file, read-only; NULL when empty */
+	uint64_t size;
+	int is_st;
+	st_file st;
+} in_file;
+
+typedef struct unit {
+	uint32_t f, s, c;
+} unit;
+
+typedef struct job {
+	store *s;
+	const ing_opts *o;
+	in_file *in;
+	manifest *m;
+	rd_ckpt *base;
+	unit *units;
+	size_t nunits;
+	atomic_size_t next;
+	atomic_uint_fast64_t done_bytes;
+	atomic_uint_fast64_t new_bytes;
+	atomic_int failed;
+	pthread_mutex_t lock; /* guards err and the finished count */
+	pthread_cond_t cond;
+	int finished;
+	int level;
+	df_err err;
+} job;
+
+/* --- input ------------------------------------------------------------------------------------ */
+
+static void in_free(in_file *in, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (in[i].map)
+			munmap(in[i].map, in[i].size);
+		st_free(&in[i].st);
+		free(in[i].rel);
+		free(in[i].abs);
+	}
+	free(in);
+}
+
+typedef struct in_list {
+	in_file *v;
+	size_t n, cap;
+} in_list;
+
+static int in_push(in_list *l, const char *rel, const char *abs, df_err *err)
+{
+	if (l->n == ING_MAX_FILES)
+		return df_errf(err, -E2BIG, "%s: more than %d files", abs, ING_MAX_FILES);
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? l->cap * 2 : 16;
+		in_file *nv = realloc(l->v, cap * sizeof *nv);
+		if (!nv)
+			return df_errf(err, -ENOMEM, "out of memory");
+		l->v = nv;
+		l->cap = cap;
+	}
+	in_file *f = &l->v[l->n];
+	memset(f, 0, sizeof *f);
+	f->rel = strdup(rel);
+	f->abs = strdup(abs);
+	l->n++;
+	if (!f->rel || !f->abs)
+		return df_errf(err, -ENOMEM, "out of memory");
+	return 0;
+}
+
+/* Collect regular files under dir (rel is its path inside the checkpoint, "" at the top). Symlinks
+ * to files are followed; symlinks to directories are not (no loops). */
+static int walk(in_list *l, const char *dir, const char *rel, df_err *err)
+{
+	DIR *d = opendir(dir);
+	if (!d)
+		return df_errf(err, -errno, "%s: %s", dir, strerror(errno));
+	int rc = 0;
+	struct dirent *e;
+	while (!rc && (e = readdir(d))) {
+		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+			continue;
+		char abs[PATH_MAX], r[PATH_MAX];
+		struct stat st, lst;
+		if ((size_t)snprintf(abs, sizeof abs, "%s/%s", dir, e->d_name) >= sizeof abs ||
+		    (size_t)snprintf(r, sizeof r, "%s%s%s", rel, *rel ? "/" : "", e->d_name) >= sizeof r) {
+			rc = df_errf(err, -ENAMETOOLONG, "%s/%s: path too long", dir, e->d_name);
+			break;
+		}
+		if (lstat(abs, &lst) || stat(abs, &st)) {
+			rc = df_errf(err, -errno, "%s: %s", abs, strerror(errno));
+			break;
+		}
+		if (S_ISDIR(st.st_mode) && !S_ISLNK(lst.st_mode))
+			rc = walk(l, abs, r, err);
+		else if (S_ISREG(st.st_mode))
+			rc = in_push(l, r, abs, err);
+	}
+	closedir(d);
+	return rc;
+}
+
+static int cmp_rel(const void *a, const void *b)
+{
+	return strcmp(((const in_file *)a)->rel, ((const in_file *)b)->rel);
+}
+
+static int ends_with(const char *s, const char *suf)
+{
+	size_t n = strlen(s), m = strlen(suf);
+	return n >= m && !strcmp(s + n - m, suf);
+}
+
+/* Map and validate every input file. A single file given on the command line must be safetensors;
+ * inside a directory, *.safetensors files are parsed and the rest kept whole. */
+static int load_inputs(const char *path, in_file **out, size_t *nout, df_err *err)
+{
+	struct stat st;
+	in_list l = {0};
+	int rc, single = 0;
+	if (stat(path, &st))
+		return df_errf(err, -errno, "%s: %s", path, strerror(errno));
+	if (S_ISDIR(st.st_mode)) {
+		rc = walk(&l, path, "", err);
+		if (!rc && !l.n)
+			rc = df_errf(err, -ENOENT, "%s: directory holds no regular file", path);
+	} else if (S_ISREG(st.st_mode)) {
+		const char *slash = strrchr(path, '/');
+		single = 1;
+		rc = in_push(&l, slash ? slash + 1 : path, path, err);
+	} else {
+		rc = df_errf(err, -EINVAL, "%s: not a file or directory", path);
+	}
+	if (!rc)
+		qsort(l.v, l.n, sizeof *l.v, cmp_rel);
+	for (size_t i = 0; !rc && i < l.n; i++) {
+		in_file *f = &l.v[i];
+		if ((rc = mf_check_path(f->rel, err)))
+			break;
+		int fd = open(f->abs, O_RDONLY | O_CLOEXEC);
+		if (fd < 0 || fstat(fd, &st)) {
+			rc = df_errf(err, -errno, "%s: %s", f->abs, strerror(errno));
+			if (fd >= 0)
+				close(fd);
+			break;
+		}
+		f->size = (uint64_t)st.st_size;
+		if (f->size) {
+			f->map = mmap(NULL, f->size, PROT_READ, MAP_PRIVATE, fd, 0);
+			if (f->map == MAP_FAILED) {
+				f->map = NULL;
+				rc = df_errf(err, -errno, "%s: cannot map: %s", f->abs, strerror(errno));
+			} else {
+				madvise(f->map, f->size, MADV_SEQUENTIAL);
+			}
+		}
+		close(fd);
+		f->is_st = single || ends_with(f->rel, ".safetensors");
+		if (!rc && f->is_st)
+			rc = st_parse(f->map, f->size, f->abs, &f->st, err);
+	}
+	*out = l.v;
+	*nout = l.n;
+	return rc;
+}
+
+/* --- manifest skeleton ------------------------------------------------------------------------ */
+
+/* A base tensor by name, for matching: sorted by name, looked up with bsearch. */
+typedef struct base_ref {
+	const char *name;
+	uint32_t f, s;
+} base_ref;
+
+static int cmp_ref(const void *a, const void *b)
+{
+	return strcmp(((const base_ref *)a)->name, ((const base_ref *)b)->name);
+}
+
+static base_ref *base_index(const manifest *bm, size_t *n)
+{
+	size_t cnt = 0, k = 0;
+	for (uint32_t i = 0; i < bm->nfiles; i++)
+		for (uint32_t j = 0; j < bm->files[i].nsegs; j++)
+			cnt += bm->files[i].segs[j].kind == MF_TENSOR;
+	base_ref *v = malloc((cnt ? cnt : 1) * sizeof *v);
+	if (!v)
+		return NULL;
+	for (uint32_t i = 0; i < bm->nfiles; i++)
+		for (uint32_t j = 0; j < bm->files[i].nsegs; j++)
+			if (bm->files[i].segs[j].kind == MF_TENSOR)
+				v[k++] = (base_ref){bm->files[i].segs[j].name, i, j};
+	qsort(v, cnt, sizeof *v, cmp_ref);
+	*n = cnt;
+	return v;
+}
+
+static int seg_init(mf_seg *sg, uint8_t kind, uint64_t off, uint64_t len, const char *name,
+		    uint32_t chunk_size)
+{
+	sg->off = off;
+	sg->len = len;
+	sg->kind = kind;
+	sg->dtype = DT_U8;
+	sg->codec = CX_LOSSLESS;
+	sg->chunk_size = chunk_size;
+	sg->base_file = sg->base_seg = -1;
+	sg->nchunks = len ? (uint32_t)((len - 1) / chunk_size + 1) : 0;
+	sg->name = strdup(name);
+	sg->chunks = calloc(sg->nchunks ? sg->nchunks : 1, sizeof *sg->chunks);
+	return sg->name && sg->chunks ? 0 : -ENOMEM;
+}
+
+static int same_shape(const mf_seg *a, const st_tensor *t)
+{
+	if (a->ndim != t->ndim || a->dtype != t->dtype)
+		return 0;
+	for (unsigned d = 0; d < t->ndim; d++)
+		if (a->shape[d] != t->shape[d])
+			return 0;
+	return 1;
+}
+
+static int build_manifest(manifest *m, in_file *in, size_t nin, const rd_ckpt *base,
+			  uint32_t chunk_size, uint64_t *matched, df_err *err)
+{
+	size_t nref = 0;
+	base_ref *refs = NULL;
+	if (base && !(refs = base_index(base->mf, &nref)))
+		return df_errf(err, -ENOMEM, "out of memory");
+	int rc = 0;
+	m->files = calloc(nin, sizeof *m->files);
+	if (!m->files)
+		rc = -ENOMEM;
+	m->nfiles = (uint32_t)nin;
+	for (size_t i = 0; !rc && i < nin; i++) {
+		mf_file *f = &m->files[i];
+		in_file *x = &in[i];
+		f->path = strdup(x->rel);
+		f->size = x->size;
+		f->kind = x->is_st ? MF_FILE_SAFETENSORS : MF_FILE_RAW;
+		f->lossless = 1;
+		uint32_t nsegs = x->is_st ? (uint32_t)(1 + x->st.ntensors) : 1;
+		f->segs = calloc(nsegs, sizeof *f->segs);
+		if (!f->path || !f->segs) {
+			rc = -ENOMEM;
+			break;
+		}
+		f->nsegs = nsegs;
+		if (!x->is_st) {
+			rc = seg_init(&f->segs[0], MF_RAW, 0, x->size, "", chunk_size);
+			continue;
+		}
+		rc = seg_init(&f->segs[0], MF_HEADER, 0, x->st.data_start, "", chunk_size);
+		for (size_t t = 0; !rc && t < x->st.ntensors; t++) {
+			const st_tensor *st = &x->st.tensors[t];
+			mf_seg *sg = &f->segs[1 + t];
+			const base_ref *hit = NULL;
+			if (refs) {
+				base_ref key = {st->name, 0, 0};
+				hit = bsearch(&key, refs, nref, sizeof *refs, cmp_ref);
+				if (hit && !same_shape(&base->mf->files[hit->f].segs[hit->s], st))
+					hit = NULL;
+			}
+			uint32_t cs = hit ? base->mf->files[hit->f].segs[hit->s].chunk_size : chunk_size;
+			rc = seg_init(sg, MF_TENSOR, x->st.data_start + st->begin, st->end - st->begin,
+				      st->name, cs);
+			if (rc)
+				break;
+			sg->dtype = (uint8_t)st->dtype;
+			sg->ndim = (uint8_t)st->ndim;
+			memcpy(sg->shape, st->shape, sizeof sg->shape[0] * st->ndim);
+			if (hit) {
+				sg->base_file = (int32_t)hit->f;
+				sg->base_seg = (int32_t)hit->s;
+				(*matched)++;
+			}
+		}
+	}
+	free(refs);
+	return rc ? df_errf(err, rc, "out of memory building the manifest") : 0;
+}
+
+/* --- encoding --------------------------------------------------------------------------------- */
+
+static void job_fail(job *j, int rc, const df_err *e)
+{
+	pthread_mutex_lock(&j->lock);
+	if (!atomic_load(&j->failed)) {
+		j->err = *e;
+		atomic_store(&j->failed, rc);
+	}
+	pthread_mutex_unlock(&j->lock);
+}
+
+typedef struct worker {
+	job *j;
+	cx_ctx *cx;
+	uint8_t *basebuf;
+	store_blob *batch;
+	size_t nbatch, capbatch, batch_bytes;
+} worker;
+
+static int flush(worker *w, df_err *err)
+{
+	uint64_t written = 0;
+	int rc = w->nbatch ? store_put_batch(w->j->s, w->batch, w->nbatch, &written, err) : 0;
+	for (size_t i = 0; i < w->nbatch; i++)
+		free((void *)w->batch[i].p);
+	w->nbatch = w->batch_bytes = 0;
+	atomic_fetch_add(&w->j->new_bytes, written);
+	return rc;
+}
+
+static int encode_unit(worker *w, const unit *u, df_err *err)
+{
+	job *j = w->j;
+	const in_file *x = &j->in[u->f];
+	mf_seg *sg = &j->m->files[u->f].segs[u->s];
+	mf_chunk *ch = &sg->chunks[u->c];
+	size_t n = rd_chunk_len(sg, u->c);
+	const uint8_t *src = x->map + sg->off + (uint64_t)u->c * sg->chunk_size;
+	const uint8_t *base = NULL;
+	int rc;
+
+	if (sg->base_file >= 0) {
+		MDB_txn *txn;
+		if ((rc = store_rtxn(j->s, &txn, err)))
+			return rc;
+		rc = rd_decode_chunk_full(w->cx, j->s, txn, j->base, (uint32_t)sg->base_file,
+					  (uint32_t)sg->base_seg, u->c, w->basebuf, err);
+		store_txn_end(j->s, txn);
+		if (rc)
+			return rc;
+		base = w->basebuf;
+		if (!memcmp(src, base, n)) {
+			ch->flags = MF_CHUNK_SAME;
+			return 0;
+		}
+	}
+	size_t cap = ll_bound(n);
+	uint8_t *blob = malloc(cap);
+	if (!blob)
+		return df_errf(err, -ENOMEM, "out of memory");
+	ssize_t blen = ll_encode(w->cx, blob, cap, src, n, dt_size(sg->dtype), base, j->level);
+	if (blen < 0) {
+		free(blob);
+		return df_errf(err, (int)blen, "%s: tensor \"%s\": encode failed: %s", x->abs,
+			       sg->name, strerror((int)-blen));
+	}
+	ch->flags = MF_CHUNK_BLOB;
+	ch->blen = (uint32_t)blen;
+	store_hash(blob, (size_t)blen, ch->hash);
+	if (w->nbatch == w->capbatch) {
+		size_t c2 = w->capbatch ? w->capbatch * 2 : 64;
+		store_blob *nb = realloc(w->batch, c2 * sizeof *nb);
+		if (!nb) {
+			free(blob);
+			return df_errf(err, -ENOMEM, "out of memory");
+		}
+		w->batch = nb;
+		w->capbatch = c2;
+	}
+	store_blob *b = &w->batch[w->nbatch++];
+	b->p = blob;
+	b->n = (size_t)blen;
+	memcpy(b->hash, ch->hash, 16);
+	w->batch_bytes += (size_t)blen;
+	return w->batch_bytes >= ING_BATCH_BYTES ? flush(w, err) : 0;
+}
+
+static void *worker_main(void *arg)
+{
+	job *j = arg;
+	worker w = {.j = j};
+	df_err err = {{0}};
+	int rc = 0;
+	uint32_t maxcs = 0;
+	for (size_t i = 0; i < j->nunits; i++) {
+		const mf_seg *sg = &j->m->files[j->units[i].f].segs[j->units[i].s];
+		if (sg->chunk_size > maxcs)
+			maxcs = sg->chunk_size;
+	}
+	w.cx = cx_ctx_new();
+	w.basebuf = malloc(maxcs ? maxcs : 1);
+	if (!w.cx || !w.basebuf)
+		rc = df_errf(&err, -ENOMEM, "out of memory");
+	while (!rc && !atomic_load(&j->failed)) {
+		size_t i = atomic_fetch_add(&j->next, 1);
+		if (i >= j->nunits)
+			break;
+		rc = encode_unit(&w, &j->units[i], &err);
+		const mf_seg *sg = &j->m->files[j->units[i].f].segs[j->units[i].s];
+		atomic_fetch_add(&j->done_bytes, rd_chunk_len(sg, j->units[i].c));
+	}
+	if (!rc && !atomic_load(&j->failed))
+		rc = flush(&w, &err);
+	for (size_t i = 0; i < w.nbatch; i++)
+		free((void *)w.batch[i].p);
+	free(w.batch);
+	free(w.basebuf);
+	cx_ctx_free(w.cx);
+	if (rc)
+		job_fail(j, rc, &err);
+	pthread_mutex_lock(&j->lock);
+	j->finished++;
+	pthread_cond_signal(&j->cond);
+	pthread_mutex_unlock(&j->lock);
+	return NULL;
+}
+
+/* Hash every input file (sha256), reporting progress between slices. */
+static int hash_inputs(job *j, size_t nin, df_err *err)
+{
+	EVP_MD_CTX *md = EVP_MD_CTX_new();
+	if (!md)
+		return df_errf(err, -ENOMEM, "out of memory");
+	int rc = 0;
+	for (size_t i = 0; !rc && i < nin && !atomic_load(&j->failed); i++) {
+		in_file *x = &j->in[i];
+		unsigned len = 32;
+		if (!EVP_DigestInit_ex(md, EVP_sha256(), NULL)) {
+			rc = df_errf(err, -EIO, "sha256 unavailable");
+			break;
+		}
+		for (uint64_t off = 0; off < x->size; off += 16u << 20) {
+			uint64_t n = x->size - off < (16u << 20) ? x->size - off : (16u << 20);
+			EVP_DigestUpdate(md, x->map + off, n);
+			if (j->o->progress)
+				j->o->progress(j->o->progress_ud, atomic_load(&j->done_bytes),
+					       mf_logical_bytes(j->m));
+		}
+		EVP_DigestFinal_ex(md, j->m->files[i].sha256, &len);
+	}
+	EVP_MD_CTX_free(md);
+	return rc;
+}
+
+static int ncpu(void)
+{
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+	return n > 0 ? (int)n : 1;
+}
+
+int ing_add(store *s, const char *name, const char *path, const ing_opts *o, ing_result *res,
+	    df_err *err)
+{
+	in_file *in = NULL;
+	size_t nin = 0;
+	rd_ckpt *base = NULL;
+	manifest *m = NULL;
+	job j = {0};
+	int rc;
+
+	memset(res, 0, sizeof *res);
+	if ((rc = mf_check_name("checkpoint name", name, err)))
+		return rc;
+	if (o->base && (rc = mf_check_name("base name", o->base, err)))
+		return rc;
+	if (!o->replace) {
+		/* Fail before hours of encoding, not at the commit (which checks again). */
+		MDB_txn *txn;
+		manifest *old = NULL;
+		if ((rc = store_rtxn(s, &txn, err)))
+			return rc;
+		rc = store_ckpt_get(s, txn, name, &old, NULL);
+		store_txn_end(s, txn);
+		mf_free(old);
+		if (rc != -ENOENT)
+			return df_errf(err, -EEXIST, "%s: checkpoint \"%s\" already exists (use "
+				       "--replace, or `deltafs rm` it first)", store_path(s), name);
+	}
+	if ((rc = load_inputs(path, &in, &nin, err)))
+		goto out;
+	if (o->base) {
+		MDB_txn *txn;
+		if ((rc = store_rtxn(s, &txn, err)))
+			goto out;
+		rc = rd_load(s, txn, o->base, &base, err);
+		store_txn_end(s, txn);
+		if (rc)
+			goto out;
+	}
+	if (!(m = calloc(1, sizeof *m)) || !(m->name = strdup(name)) ||
+	    !(m->base = strdup(o->base ? o->base : ""))) {
+		rc = df_errf(err, -ENOMEM, "out of memory");
+		goto out;
+	}
+	uint32_t cs = o->chunk_size ? o->chunk_size : ING_CHUNK_DEFAULT;
+	if ((rc = build_manifest(m, in, nin, base, cs, &res->matched, err)))
+		goto out;
+
+	size_t nunits = 0, k = 0;
+	for (uint32_t i = 0; i < m->nfiles; i++)
+		for (uint32_t t = 0; t < m->files[i].nsegs; t++)
+			nunits += m->files[i].segs[t].nchunks;
+	j.units = malloc((nunits ? nunits : 1) * sizeof *j.units);
+	if (!j.units) {
+		rc = df_errf(err, -ENOMEM, "out of memory");
+		goto out;
+	}
+	for (uint32_t i = 0; i < m->nfiles; i++)
+		for (uint32_t t = 0; t < m->files[i].nsegs; t++)
+			for (uint32_t c = 0; c < m->files[i].segs[t].nchunks; c++)
+				j.units[k++] = (unit){i, t, c};
+	j.s = s;
+	j.o = o;
+	j.in = in;
+	j.m = m;
+	j.base = base;
+	j.nunits = nunits;
+	j.level = o->level ? o->level : 3;
+	pthread_mutex_init(&j.lock, NULL);
+	pthread_cond_init(&j.cond, NULL);
+
+	if ((rc = store_ingest_lock(s, err)))
+		goto out_sync;
+	int nth = o->threads > 0 ? o->threads : ncpu();
+	pthread_t *th = calloc((size_t)nth, sizeof *th);
+	int started = 0;
+	for (; th && started < nth; started++)
+		if (pthread_create(&th[started], NULL, worker_main, &j))
+			break;
+	if (!started) {
+		free(th);
+		rc = df_errf(err, -EAGAIN, "cannot start encoder threads");
+		goto out_unlock;
+	}
+	df_err herr;
+	int hrc = hash_inputs(&j, nin, &herr);
+	pthread_mutex_lock(&j.lock);
+	while (j.finished < started) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 200 * 1000000;
+		if (ts.tv_nsec >= 1000000000) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000;
+		}
+		pthread_cond_timedwait(&j.cond, &j.lock, &ts);
+		if (o->progress) {
+			pthread_mutex_unlock(&j.lock);
+			o->progress(o->progress_ud, atomic_load(&j.done_bytes), mf_logical_bytes(m));
+			pthread_mutex_lock(&j.lock);
+		}
+	}
+	pthread_mutex_unlock(&j.lock);
+	for (int i = 0; i < started; i++)
+		pthread_join(th[i], NULL);
+	free(th);
+	if (atomic_load(&j.failed)) {
+		*err = j.err;
+		rc = atomic_load(&j.failed);
+		goto out_unlock;
+	}
+	if (hrc) {
+		*err = herr;
+		rc = hrc;
+		goto out_unlock;
+	}
+	for (uint32_t i = 0; i < m->nfiles; i++)
+		for (uint32_t t = 0; t < m->files[i].nsegs; t++) {
+			mf_seg *sg = &m->files[i].segs[t];
+			int same = sg->base_file >= 0;
+			for (uint32_t c = 0; c < sg->nchunks; c++) {
+				sg->stored += sg->chunks[c].blen;
+				same &= sg->chunks[c].flags == MF_CHUNK_SAME;
+			}
+			res->unchanged += same && sg->kind == MF_TENSOR;
+		}
+	rc = store_commit(s, m, o->replace, err);
+	if (o->progress)
+		o->progress(o->progress_ud, atomic_load(&j.done_bytes), mf_logical_bytes(m));
+out_unlock:
+	store_ingest_unlock(s);
+out_sync:
+	pthread_mutex_destroy(&j.lock);
+	pthread_cond_destroy(&j.cond);
+out:
+	free(j.units);
+	rd_free(base);
+	if (!rc) {
+		res->mf = m;
+		res->in_bytes = mf_logical_bytes(m);
+		res->new_bytes = atomic_load(&j.new_bytes);
+	} else {
+		mf_free(m);
+	}
+	in_free(in, nin);
+	return rc;
+}

@@ -1,0 +1,213 @@
+/*
+ * reader.c -- decode byte ranges of stored files (export, verify, the mount's chunk decoder).
+ */
+#include "reader.h"
+
+#include <errno.h>
+#include <openssl/evp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define RD_MAX_CHAIN 64 /* base chains deeper than this are refused as corrupt (cycles) */
+
+static int load(store *s, MDB_txn *txn, const char *name, int depth, rd_ckpt **out, df_err *err)
+{
+	if (depth > RD_MAX_CHAIN)
+		return df_errf(err, -EBADMSG, "%s: checkpoint \"%s\": base chain deeper than %d "
+			       "(a cycle?)", store_path(s), name, RD_MAX_CHAIN);
+	rd_ckpt *ck = calloc(1, sizeof *ck);
+	if (!ck)
+		return df_errf(err, -ENOMEM, "out of memory");
+	int rc = store_ckpt_get(s, txn, name, &ck->mf, err);
+	if (!rc && *ck->mf->base)
+		rc = load(s, txn, ck->mf->base, depth + 1, &ck->base, err);
+	for (uint32_t i = 0; !rc && i < ck->mf->nfiles; i++) {
+		const mf_file *f = &ck->mf->files[i];
+		for (uint32_t j = 0; !rc && j < f->nsegs; j++) {
+			const mf_seg *sg = &f->segs[j];
+			if (sg->base_file < 0)
+				continue;
+			const mf_seg *b = NULL;
+			if ((uint32_t)sg->base_file < ck->base->mf->nfiles &&
+			    (uint32_t)sg->base_seg < ck->base->mf->files[sg->base_file].nsegs)
+				b = &ck->base->mf->files[sg->base_file].segs[sg->base_seg];
+			if (!b || b->len != sg->len || b->chunk_size != sg->chunk_size)
+				rc = df_errf(err, -EBADMSG, "%s: checkpoint \"%s\" file \"%s\" tensor "
+					     "\"%s\": its base segment in \"%s\" is missing or of "
+					     "another size", store_path(s), name, f->path, sg->name,
+					     ck->mf->base);
+		}
+	}
+	if (rc) {
+		rd_free(ck);
+		return rc;
+	}
+	*out = ck;
+	return 0;
+}
+
+int rd_load(store *s, MDB_txn *txn, const char *name, rd_ckpt **out, df_err *err)
+{
+	return load(s, txn, name, 0, out, err);
+}
+
+void rd_free(rd_ckpt *ck)
+{
+	while (ck) {
+		rd_ckpt *b = ck->base;
+		mf_free(ck->mf);
+		free(ck);
+		ck = b;
+	}
+}
+
+const mf_seg *rd_base_seg(const rd_ckpt *ck, uint32_t f, uint32_t s)
+{
+	const mf_seg *sg = &ck->mf->files[f].segs[s];
+	if (sg->base_file < 0)
+		return NULL;
+	return &ck->base->mf->files[sg->base_file].segs[sg->base_seg];
+}
+
+static const char *seg_label(const mf_seg *sg)
+{
+	return sg->kind == MF_HEADER ? "(safetensors header)" : sg->kind == MF_RAW ? "(file data)"
+									    : sg->name;
+}
+
+int rd_decode_chunk(cx_ctx *cx, store *s, MDB_txn *txn, const rd_ckpt *ck, uint32_t f, uint32_t s_,
+		    uint32_t c, const void *base, void *dst, df_err *err)
+{
+	const mf_file *fl = &ck->mf->files[f];
+	const mf_seg *sg = &fl->segs[s_];
+	const mf_chunk *ch = &sg->chunks[c];
+	size_t n = rd_chunk_len(sg, c);
+	if (sg->base_file >= 0 && !base)
+		return df_errf(err, -EINVAL, "internal: chunk needs its base chunk");
+	if (ch->flags == MF_CHUNK_SAME) {
+		memcpy(dst, base, n);
+		return 0;
+	}
+	const void *p;
+	size_t blen;
+	int rc = store_blob_get(s, txn, ch->hash, &p, &blen);
+	if (rc)
+		return df_errf(err, -EIO, "%s: checkpoint \"%s\" file \"%s\" tensor \"%s\" chunk %u: "
+			       "blob missing from the store", store_path(s), ck->mf->name, fl->path,
+			       seg_label(sg), c);
+	if (store_blob_check(ch->hash, p, blen))
+		return df_errf(err, -EIO, "%s: checkpoint \"%s\" file \"%s\" tensor \"%s\" chunk %u: "
+			       "blob fails its hash (damaged store)", store_path(s), ck->mf->name,
+			       fl->path, seg_label(sg), c);
+	rc = cx_decode(cx, dst, n, p, blen, sg->base_file >= 0 ? base : NULL);
+	if (rc)
+		return df_errf(err, rc == -ENOMEM ? -ENOMEM : -EIO, "%s: checkpoint \"%s\" file \"%s\" "
+			       "tensor \"%s\" chunk %u: blob does not decode (%s)", store_path(s),
+			       ck->mf->name, fl->path, seg_label(sg), c, strerror(-rc));
+	return 0;
+}
+
+int rd_decode_chunk_full(cx_ctx *cx, store *s, MDB_txn *txn, const rd_ckpt *ck, uint32_t f,
+			 uint32_t s_, uint32_t c, void *dst, df_err *err)
+{
+	const mf_seg *sg = &ck->mf->files[f].segs[s_];
+	if (sg->base_file < 0)
+		return rd_decode_chunk(cx, s, txn, ck, f, s_, c, NULL, dst, err);
+	void *base = malloc(rd_chunk_len(sg, c));
+	if (!base)
+		return df_errf(err, -ENOMEM, "out of memory");
+	int rc = rd_decode_chunk_full(cx, s, txn, ck->base, (uint32_t)sg->base_file,
+				      (uint32_t)sg->base_seg, c, base, err);
+	if (!rc)
+		rc = rd_decode_chunk(cx, s, txn, ck, f, s_, c, base, dst, err);
+	free(base);
+	return rc;
+}
+
+ssize_t rd_pread(cx_ctx *cx, store *s, MDB_txn *txn, const rd_ckpt *ck, uint32_t f, void *dst,
+		 size_t len, uint64_t off, df_err *err)
+{
+	const mf_file *fl = &ck->mf->files[f];
+	if (off >= fl->size)
+		return 0;
+	if (len > fl->size - off)
+		len = (size_t)(fl->size - off);
+	uint8_t *out = dst, *scratch = NULL;
+	size_t scap = 0, done = 0;
+	uint32_t si = mf_seg_at(fl, off);
+	int rc = 0;
+	while (done < len && si < fl->nsegs) {
+		const mf_seg *sg = &fl->segs[si];
+		uint64_t pos = off + done;
+		if (pos >= sg->off + sg->len) {
+			si++;
+			continue;
+		}
+		uint64_t rel = pos - sg->off;
+		uint32_t c = (uint32_t)(rel / sg->chunk_size);
+		size_t clen = rd_chunk_len(sg, c), cpos = (size_t)(rel % sg->chunk_size);
+		size_t take = clen - cpos < len - done ? clen - cpos : len - done;
+		uint8_t *into;
+		if (cpos == 0 && take == clen) {
+			into = out + done; /* whole chunk wanted: decode in place */
+		} else {
+			if (scap < clen) {
+				free(scratch);
+				if (!(scratch = malloc(scap = sg->chunk_size))) {
+					rc = df_errf(err, -ENOMEM, "out of memory");
+					break;
+				}
+			}
+			into = scratch;
+		}
+		if ((rc = rd_decode_chunk_full(cx, s, txn, ck, f, si, c, into, err)))
+			break;
+		if (into == scratch)
+			memcpy(out + done, scratch + cpos, take);
+		done += take;
+	}
+	free(scratch);
+	return rc ? rc : (ssize_t)done;
+}
+
+int rd_stream(cx_ctx *cx, store *s, MDB_txn *txn, const rd_ckpt *ck, uint32_t f,
+	      int (*sink)(void *ud, const void *p, size_t n), void *ud, uint8_t sha[32],
+	      df_err *err)
+{
+	const mf_file *fl = &ck->mf->files[f];
+	uint32_t maxcs = 1;
+	for (uint32_t i = 0; i < fl->nsegs; i++)
+		if (fl->segs[i].chunk_size > maxcs)
+			maxcs = fl->segs[i].chunk_size;
+	uint8_t *buf = malloc(maxcs);
+	EVP_MD_CTX *md = sha ? EVP_MD_CTX_new() : NULL;
+	int rc = 0;
+	if (!buf || (sha && (!md || !EVP_DigestInit_ex(md, EVP_sha256(), NULL))))
+		rc = df_errf(err, -ENOMEM, "out of memory");
+	for (uint32_t i = 0; !rc && i < fl->nsegs; i++) {
+		const mf_seg *sg = &fl->segs[i];
+		for (uint32_t c = 0; !rc && c < sg->nchunks; c++) {
+			size_t n = rd_chunk_len(sg, c);
+			rc = rd_decode_chunk_full(cx, s, txn, ck, f, i, c, buf, err);
+			if (!rc && md)
+				EVP_DigestUpdate(md, buf, n);
+			if (!rc && sink)
+				rc = sink(ud, buf, n);
+		}
+	}
+	if (!rc && md) {
+		unsigned len = 32;
+		EVP_DigestFinal_ex(md, sha, &len);
+	}
+	EVP_MD_CTX_free(md);
+	free(buf);
+	return rc;
+}
+
+int rd_find_file(const rd_ckpt *ck, const char *path)
+{
+	for (uint32_t i = 0; i < ck->mf->nfiles; i++)
+		if (!strcmp(ck->mf->files[i].path, path))
+			return (int)i;
+	return -1;
+}

@@ -1,0 +1,135 @@
+/*
+ * deltafs-add -- ingest a safetensors file or a model directory into a store.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../codec/codec.h"
+#include "../index/ingest.h"
+#include "../index/store.h"
+#include "cli.h"
+
+static void usage(FILE *out)
+{
+	fprintf(out,
+		"usage: deltafs-add STORE NAME PATH [options]\n"
+		"\n"
+		"Add the safetensors file or model directory PATH to STORE as checkpoint NAME.\n"
+		"A directory contributes every regular file under it: *.safetensors files are\n"
+		"parsed and stored per tensor, the rest (config.json, tokenizer files...) whole.\n"
+		"The checkpoint appears in one transaction, whole or not at all.\n"
+		"\n"
+		"options:\n"
+		"  --base NAME      store tensors as deltas against checkpoint NAME (same tensor\n"
+		"                   name, dtype and shape); unchanged tensors cost nothing\n"
+		"  -j, --threads N  encoder threads (default: number of CPUs)\n"
+		"  --replace        replace an existing checkpoint NAME\n"
+		"  --level N        zstd level (default 3)\n"
+		"  --chunk-size K   chunk size in KiB for tensors without a base (default %u)\n"
+		"  -q, --quiet      no progress display\n"
+		"  -h, --help       this help\n"
+		"\n"
+		"examples:\n"
+		"  deltafs-add /srv/models llama-base ./Llama-2-7b-hf\n"
+		"  deltafs-add /srv/models llama-chat ./Llama-2-7b-chat-hf --base llama-base\n",
+		ING_CHUNK_DEFAULT >> 10);
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option lo[] = {
+		{"base", required_argument, 0, 'b'},   {"threads", required_argument, 0, 'j'},
+		{"replace", no_argument, 0, 'r'},      {"level", required_argument, 0, 'l'},
+		{"chunk-size", required_argument, 0, 'c'}, {"quiet", no_argument, 0, 'q'},
+		{"help", no_argument, 0, 'h'},         {0, 0, 0, 0},
+	};
+	ing_opts o = {0};
+	int quiet = 0, opt;
+	while ((opt = getopt_long(argc, argv, "j:qh", lo, NULL)) != -1) {
+		char *end;
+		switch (opt) {
+		case 'b': o.base = optarg; break;
+		case 'j':
+			o.threads = (int)strtol(optarg, &end, 10);
+			if (*end || o.threads < 1 || o.threads > 1024) {
+				fprintf(stderr, "deltafs-add: -j needs a thread count from 1 to 1024\n");
+				return 2;
+			}
+			break;
+		case 'r': o.replace = 1; break;
+		case 'l':
+			o.level = (int)strtol(optarg, &end, 10);
+			if (*end || o.level < 1 || o.level > 22) {
+				fprintf(stderr, "deltafs-add: --level needs a zstd level from 1 to 22\n");
+				return 2;
+			}
+			break;
+		case 'c': {
+			long k = strtol(optarg, &end, 10);
+			if (*end || k < 4 || k > 65536) {
+				fprintf(stderr, "deltafs-add: --chunk-size needs KiB from 4 to 65536\n");
+				return 2;
+			}
+			o.chunk_size = (uint32_t)k << 10;
+			break;
+		}
+		case 'q': quiet = 1; break;
+		case 'h': usage(stdout); return 0;
+		default: usage(stderr); return 2;
+		}
+	}
+	if (argc - optind != 3) {
+		usage(stderr);
+		return 2;
+	}
+	const char *dir = argv[optind], *name = argv[optind + 1], *path = argv[optind + 2];
+	store *s;
+	df_err err = {{0}};
+	if (store_open(dir, STORE_CREATE, &s, &err)) {
+		fprintf(stderr, "deltafs-add: %s\n", err.msg);
+		return 1;
+	}
+	cli_progress p;
+	cli_progress_init(&p, name);
+	if (!quiet) {
+		o.progress = cli_progress_cb;
+		o.progress_ud = &p;
+	}
+	ing_result r;
+	double t0 = cli_now();
+	int rc = ing_add(s, name, path, &o, &r, &err);
+	double dt = cli_now() - t0;
+	if (!quiet)
+		cli_progress_end(&p);
+	if (rc) {
+		fprintf(stderr, "deltafs-add: %s\nnothing was added\n", err.msg);
+		store_close(s);
+		return 1;
+	}
+	char a[32], b[32], c[32];
+	printf("%-48s %12s %12s %8s\n", "file", "input", "stored", "ratio");
+	for (uint32_t i = 0; i < r.mf->nfiles; i++) {
+		const mf_file *f = &r.mf->files[i];
+		uint64_t st = 0;
+		for (uint32_t j = 0; j < f->nsegs; j++)
+			st += f->segs[j].stored;
+		printf("%-48s %12s %12s %7.2fx\n", f->path, cli_size(f->size, a), cli_size(st, b),
+		       st ? (double)f->size / (double)st : 0.0);
+	}
+	uint64_t stored = mf_stored_bytes(r.mf);
+	printf("%-48s %12s %12s %7.2fx\n", "total", cli_size(r.in_bytes, a), cli_size(stored, b),
+	       stored ? (double)r.in_bytes / (double)stored : 0.0);
+	printf("added \"%s\"%s%s%s: %s new in the store, %.1f MB/s",
+	       name, o.base ? " (base \"" : "", o.base ? o.base : "", o.base ? "\")" : "",
+	       cli_size(r.new_bytes, c), dt > 0 ? (double)r.in_bytes / dt / 1e6 : 0.0);
+	if (o.base)
+		printf(", %llu tensors matched the base, %llu unchanged",
+		       (unsigned long long)r.matched, (unsigned long long)r.unchanged);
+	printf("\n");
+	mf_free(r.mf);
+	store_close(s);
+	return 0;
+}

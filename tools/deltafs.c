@@ -1,0 +1,284 @@
+/*
+ * deltafs -- manage a store: init, ls, info, rm, gc, verify, export.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "../codec/codec.h"
+#include "../codec/dtype.h"
+#include "../index/export.h"
+#include "../index/store.h"
+#include "../index/verify.h"
+#include "cli.h"
+
+static const char usage_text[] =
+	"usage: deltafs COMMAND STORE [ARGS]\n"
+	"\n"
+	"commands:\n"
+	"  init STORE                 create an empty store (deltafs-add also creates one)\n"
+	"  ls STORE                   list checkpoints: name, base, size, stored, ratio\n"
+	"  info STORE NAME            per file and tensor: dtype, shape, codec, sizes, ratio\n"
+	"  rm STORE NAME              remove a checkpoint (refused while others use it as base)\n"
+	"  gc STORE                   free blobs no checkpoint uses (after rm, or a failed add)\n"
+	"  verify STORE [NAME]        decode everything, check hashes, sha256 and refcounts;\n"
+	"                             exit status 1 on any problem\n"
+	"  export STORE NAME DIR [--force]\n"
+	"                             write the checkpoint's files into DIR\n"
+	"\n"
+	"examples:\n"
+	"  deltafs init /srv/models\n"
+	"  deltafs ls /srv/models\n"
+	"  deltafs info /srv/models llama-chat\n"
+	"  deltafs rm /srv/models llama-chat && deltafs gc /srv/models\n"
+	"  deltafs verify /srv/models\n"
+	"  deltafs export /srv/models llama-chat ./llama-chat\n"
+	"\n"
+	"Read a store's checkpoints as files with mount.deltafs STORE MOUNTPOINT.\n";
+
+static int fail(const df_err *e)
+{
+	fprintf(stderr, "deltafs: %s\n", e->msg);
+	return 1;
+}
+
+static int open_store(const char *dir, unsigned flags, store **s)
+{
+	df_err e;
+	if (store_open(dir, flags, s, &e))
+		return fail(&e);
+	return 0;
+}
+
+static int cmd_init(const char *dir)
+{
+	store *s;
+	if (open_store(dir, STORE_CREATE, &s))
+		return 1;
+	store_close(s);
+	printf("initialised store %s\n", dir);
+	return 0;
+}
+
+static int cmd_ls(const char *dir)
+{
+	store *s;
+	MDB_txn *txn;
+	df_err e;
+	char **names;
+	size_t n;
+	int rc = 0;
+	if (open_store(dir, STORE_RDONLY, &s))
+		return 1;
+	if (store_rtxn(s, &txn, &e) || store_ckpt_list(s, txn, &names, &n, &e)) {
+		store_close(s);
+		return fail(&e);
+	}
+	printf("%-32s %-24s %12s %12s %8s %s\n", "name", "base", "size", "stored", "ratio",
+	       "added");
+	uint64_t tl = 0, ts = 0;
+	for (size_t i = 0; i < n; i++) {
+		manifest *m;
+		if (store_ckpt_get(s, txn, names[i], &m, &e)) {
+			fprintf(stderr, "deltafs: %s\n", e.msg);
+			rc = 1;
+			continue;
+		}
+		uint64_t l = mf_logical_bytes(m), st = mf_stored_bytes(m);
+		char a[32], b[32], when[32];
+		time_t t = (time_t)(m->ctime_ns / 1000000000);
+		strftime(when, sizeof when, "%Y-%m-%d %H:%M", localtime(&t));
+		printf("%-32s %-24s %12s %12s %7.2fx %s\n", m->name, *m->base ? m->base : "-",
+		       cli_size(l, a), cli_size(st, b), st ? (double)l / (double)st : 0.0, when);
+		tl += l;
+		ts += st;
+		mf_free(m);
+	}
+	uint64_t used, fsize;
+	store_usage(s, &used, &fsize);
+	char a[32], b[32], c[32];
+	printf("%zu checkpoint%s, %s logical, %s in chunks; store file %s\n", n, n == 1 ? "" : "s",
+	       cli_size(tl, a), cli_size(ts, b), cli_size(fsize, c));
+	store_names_free(names, n);
+	store_txn_end(s, txn);
+	store_close(s);
+	return rc;
+}
+
+static void shape_str(const mf_seg *sg, char *buf, size_t len)
+{
+	size_t k = (size_t)snprintf(buf, len, "[");
+	for (unsigned d = 0; d < sg->ndim && k < len; d++)
+		k += (size_t)snprintf(buf + k, len - k, "%s%llu", d ? ", " : "",
+				      (unsigned long long)sg->shape[d]);
+	if (k < len)
+		snprintf(buf + k, len - k, "]");
+}
+
+static int cmd_info(const char *dir, const char *name)
+{
+	store *s;
+	MDB_txn *txn;
+	df_err e;
+	manifest *m;
+	if (open_store(dir, STORE_RDONLY, &s))
+		return 1;
+	if (store_rtxn(s, &txn, &e) || store_ckpt_get(s, txn, name, &m, &e)) {
+		store_close(s);
+		return fail(&e);
+	}
+	char a[32], b[32], shp[128];
+	uint64_t l = mf_logical_bytes(m), st = mf_stored_bytes(m);
+	printf("checkpoint %s\nbase       %s\nsize       %s\nstored     %s (%.2fx)\nfiles      %u\n",
+	       m->name, *m->base ? m->base : "-", cli_size(l, a), cli_size(st, b),
+	       st ? (double)l / (double)st : 0.0, m->nfiles);
+	for (uint32_t i = 0; i < m->nfiles; i++) {
+		const mf_file *f = &m->files[i];
+		uint64_t fs = 0;
+		for (uint32_t j = 0; j < f->nsegs; j++)
+			fs += f->segs[j].stored;
+		printf("\n%s  %s -> %s (%.2fx)  sha256 ", f->path, cli_size(f->size, a),
+		       cli_size(fs, b), fs ? (double)f->size / (double)fs : 0.0);
+		for (int k = 0; k < 32; k++)
+			printf("%02x", f->sha256[k]);
+		printf("\n");
+		if (f->kind != MF_FILE_SAFETENSORS)
+			continue;
+		printf("  %-52s %-5s %-16s %-9s %-5s %11s %11s %8s\n", "tensor", "dtype", "shape",
+		       "codec", "base", "size", "stored", "ratio");
+		for (uint32_t j = 0; j < f->nsegs; j++) {
+			const mf_seg *sg = &f->segs[j];
+			uint32_t same = 0;
+			if (sg->kind != MF_TENSOR)
+				continue;
+			for (uint32_t c = 0; c < sg->nchunks; c++)
+				same += sg->chunks[c].flags == MF_CHUNK_SAME;
+			shape_str(sg, shp, sizeof shp);
+			printf("  %-52s %-5s %-16s %-9s %-5s %11s %11s %7.2fx%s\n", sg->name,
+			       dt_name(sg->dtype), shp, cx_codec_name(sg->codec),
+			       sg->base_file >= 0 ? "delta" : "-", cli_size(sg->len, a),
+			       cli_size(sg->stored, b),
+			       sg->stored ? (double)sg->len / (double)sg->stored : 0.0,
+			       sg->nchunks && same == sg->nchunks ? "  (= base)" : "");
+		}
+	}
+	mf_free(m);
+	store_txn_end(s, txn);
+	store_close(s);
+	return 0;
+}
+
+static int cmd_rm(const char *dir, const char *name)
+{
+	store *s;
+	df_err e;
+	if (open_store(dir, 0, &s))
+		return 1;
+	int rc = store_rm(s, name, &e);
+	store_close(s);
+	if (rc)
+		return fail(&e);
+	printf("removed \"%s\"; run `deltafs gc %s` to free its blobs\n", name, dir);
+	return 0;
+}
+
+static int cmd_gc(const char *dir)
+{
+	store *s;
+	df_err e;
+	uint64_t bytes, blobs;
+	char a[32];
+	if (open_store(dir, 0, &s))
+		return 1;
+	int rc = store_gc(s, &bytes, &blobs, &e);
+	store_close(s);
+	if (rc)
+		return fail(&e);
+	printf("freed %s in %llu blobs\n", cli_size(bytes, a), (unsigned long long)blobs);
+	return 0;
+}
+
+static void print_problem(void *ud, const char *msg)
+{
+	(void)ud;
+	fprintf(stderr, "verify: %s\n", msg);
+}
+
+static int cmd_verify(const char *dir, const char *name)
+{
+	store *s;
+	df_err e;
+	vf_report r;
+	char a[32];
+	if (open_store(dir, STORE_RDONLY, &s))
+		return 1;
+	int rc = vf_verify(s, name, print_problem, NULL, &r, &e);
+	store_close(s);
+	if (rc)
+		return fail(&e);
+	printf("verified %llu checkpoint%s, %llu files, %s: %llu problem%s\n",
+	       (unsigned long long)r.ckpts, r.ckpts == 1 ? "" : "s", (unsigned long long)r.files,
+	       cli_size(r.bytes, a), (unsigned long long)r.bad, r.bad == 1 ? "" : "s");
+	return r.bad ? 1 : 0;
+}
+
+static int cmd_export(const char *dir, const char *name, const char *out, int force)
+{
+	store *s;
+	df_err e;
+	uint64_t bytes;
+	char a[32];
+	if (open_store(dir, STORE_RDONLY, &s))
+		return 1;
+	double t0 = cli_now();
+	int rc = ex_export(s, name, out, force, &bytes, &e);
+	double dt = cli_now() - t0;
+	store_close(s);
+	if (rc)
+		return fail(&e);
+	printf("exported \"%s\" to %s: %s, %.1f MB/s\n", name, out, cli_size(bytes, a),
+	       dt > 0 ? (double)bytes / dt / 1e6 : 0.0);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") ||
+	    !strcmp(argv[1], "help")) {
+		fputs(usage_text, argc < 2 ? stderr : stdout);
+		return argc < 2 ? 2 : 0;
+	}
+	const char *cmd = argv[1];
+	int force = 0, n = 0;
+	const char *arg[4] = {0};
+	for (int i = 2; i < argc; i++) {
+		if (!strcmp(argv[i], "--force")) {
+			force = 1;
+		} else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+			fputs(usage_text, stdout);
+			return 0;
+		} else if (n < 4) {
+			arg[n++] = argv[i];
+		} else {
+			n++;
+		}
+	}
+	if (!strcmp(cmd, "init") && n == 1)
+		return cmd_init(arg[0]);
+	if (!strcmp(cmd, "ls") && n == 1)
+		return cmd_ls(arg[0]);
+	if (!strcmp(cmd, "info") && n == 2)
+		return cmd_info(arg[0], arg[1]);
+	if (!strcmp(cmd, "rm") && n == 2)
+		return cmd_rm(arg[0], arg[1]);
+	if (!strcmp(cmd, "gc") && n == 1)
+		return cmd_gc(arg[0]);
+	if (!strcmp(cmd, "verify") && (n == 1 || n == 2))
+		return cmd_verify(arg[0], n == 2 ? arg[1] : NULL);
+	if (!strcmp(cmd, "export") && n == 3)
+		return cmd_export(arg[0], arg[1], arg[2], force);
+	fprintf(stderr, "deltafs: unknown command or wrong arguments: %s (see deltafs --help)\n", cmd);
+	return 2;
+}

@@ -1,0 +1,16 @@
+#!/bin/sh
+# Install what deltafs needs to build, test and run its demo on Debian (bookworm or later).
+# Does nothing when everything is there already; needs root (or sudo) otherwise.
+set -e
+PKGS="meson ninja-build pkg-config gcc libfuse3-dev fuse3 libzstd-dev libxxhash-dev liblmdb-dev
+      libjansson-dev libssl-dev python3 python3-numpy zstd"
+missing=""
+for p in $PKGS; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+echo "deltafs: installing:$missing" >&2
+SUDO=""
+[ "$(id -u)" = 0 ] || SUDO=sudo
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
