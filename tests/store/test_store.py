@@ -1,0 +1,270 @@
+#!/usr/bin/python3
+"""Store and CLI tests (issue 2): ingest, export byte-identical, dedup, malformed input leaves the
+store unchanged, rm/gc/verify, map growth, and gc after a killed ingest.
+
+Run one case: test_store.py CASE (the meson test names them); exit 77 = skipped."""
+import hashlib, json, os, shutil, signal, struct, subprocess, sys, tempfile, time
+
+BUILD = os.environ.get("BUILD", "build")
+SRC = os.environ.get("SRC", os.path.join(os.path.dirname(__file__), "..", ".."))
+SHARED = os.environ.get("SHARED", os.path.join(SRC, "..", "shared"))
+ADD = os.path.join(BUILD, "tools", "deltafs-add")
+DFS = os.path.join(BUILD, "tools", "deltafs")
+GEN = os.path.join(SRC, "tests", "data", "genmodel.py")
+CHARLM = os.path.join(SHARED, "data", "charlm")
+SKIP = 77
+
+
+def run(*args, ok=True, env=None):
+    p = subprocess.run(list(args), capture_output=True, text=True, env=env)
+    if ok and p.returncode != 0:
+        raise AssertionError(f"{args} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
+    return p
+
+
+def sha(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for b in iter(lambda: f.read(1 << 20), b""):
+            h.update(b)
+    return h.hexdigest()
+
+
+def tree_sha(d):
+    out = {}
+    for root, _, files in os.walk(d):
+        for f in files:
+            p = os.path.join(root, f)
+            out[os.path.relpath(p, d)] = sha(p)
+    return out
+
+
+def new_bytes(add_stdout):
+    # "added "x": 1.23 MB new in the store, ..."
+    line = [l for l in add_stdout.splitlines() if l.startswith("added ")][-1]
+    return line.split(": ", 1)[1].split(" new")[0]
+
+
+def ls_names(store):
+    out = run(DFS, "ls", store).stdout.splitlines()[1:-1]
+    return sorted(l.split()[0] for l in out)
+
+
+def gen(*args):
+    run(sys.executable, GEN, "-q", *args)
+
+
+def case_charlm(tmp):
+    if not os.path.isdir(CHARLM):
+        return SKIP
+    st = os.path.join(tmp, "store")
+    base, ft = os.path.join(CHARLM, "base.safetensors"), os.path.join(CHARLM, "finetuned_qa.safetensors")
+    run(ADD, "-q", st, "base", base)
+    r = run(ADD, "-q", st, "qa", ft, "--base", "base")
+    assert "tensors matched the base" in r.stdout, r.stdout
+    run(DFS, "verify", st)
+    out = os.path.join(tmp, "out")
+    run(DFS, "export", st, "qa", out)
+    run(DFS, "export", st, "base", out)
+    assert sha(os.path.join(out, "base.safetensors")) == sha(base)
+    assert sha(os.path.join(out, "finetuned_qa.safetensors")) == sha(ft)
+    # The same file again under another name adds no blob bytes.
+    r = run(ADD, "-q", st, "base-again", base)
+    assert new_bytes(r.stdout) == "0 B", r.stdout
+    # The delta is smaller than the fine-tune stored alone.
+    run(ADD, "-q", st, "qa-alone", ft)
+    info = {l.split()[0]: l.split() for l in run(DFS, "ls", st).stdout.splitlines()[1:-1]}
+    def stored(n):
+        v, u = info[n][4], info[n][5]
+        return float(v) * {"B": 1, "kB": 1e3, "MB": 1e6}[u]
+    assert stored("qa") < stored("qa-alone"), info
+    return 0
+
+
+def case_modeldir(tmp):
+    """A sharded Hugging Face directory and a fine-tune of it: every file back byte-identical."""
+    b, f = os.path.join(tmp, "b"), os.path.join(tmp, "f")
+    gen("--preset", "tiny", "--seed", "3", "--hf-dir", b, "--shards", "3")
+    gen("--preset", "tiny", "--seed", "3", "--finetune", "5", "--hf-dir", f, "--shards", "3")
+    os.makedirs(os.path.join(b, "sub", "deeper"))
+    with open(os.path.join(b, "sub", "deeper", "notes.txt"), "w") as fh:
+        fh.write("nested files keep their relative path\n")
+    open(os.path.join(b, "empty.txt"), "w").close()
+    st = os.path.join(tmp, "store")
+    run(ADD, "-q", st, "tiny", b)
+    r = run(ADD, "-q", st, "tiny-ft", f, "--base", "tiny")
+    assert "unchanged" in r.stdout
+    for name, src in (("tiny", b), ("tiny-ft", f)):
+        out = os.path.join(tmp, "out-" + name)
+        run(DFS, "export", st, name, out)
+        assert tree_sha(out) == tree_sha(src), name
+    info = run(DFS, "info", st, "tiny-ft").stdout
+    assert "model.safetensors.index.json" in info and "delta" in info
+    run(DFS, "verify", st)
+    return 0
+
+
+def st_bytes(header, data=b"", n=None):
+    h = json.dumps(header).encode() if isinstance(header, dict) else header
+    return struct.pack("<Q", len(h) if n is None else n) + h + data
+
+
+def t(dtype, shape, b, e):
+    return {"dtype": dtype, "shape": shape, "data_offsets": [b, e]}
+
+
+def case_malformed(tmp):
+    """Each bad input: a clear error naming what is wrong, and a byte-identical store."""
+    st = os.path.join(tmp, "store")
+    good = os.path.join(tmp, "good.safetensors")
+    with open(good, "wb") as fh:
+        fh.write(st_bytes({"a": t("F32", [2], 0, 8)}, b"\0" * 8))
+    run(ADD, "-q", st, "good", good)
+    before = sha(os.path.join(st, "data.mdb"))
+    dup = b'{"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}, "a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}'
+    cases = {
+        "truncated": (st_bytes({"a": t("F32", [4], 0, 16)}, b"\0" * 16)[:20], "truncated"),
+        "short": (b"\x05\0\0", "too short"),
+        "lying-length": (st_bytes({"a": t("F32", [1], 0, 4)}, b"\0" * 4, n=10**6), "header"),
+        "overlap": (st_bytes({"a": t("F32", [2], 0, 8), "b": t("F32", [2], 4, 12)}, b"\0" * 12), "overlap"),
+        "out-of-range": (st_bytes({"a": t("F32", [4], 0, 16)}, b"\0" * 8), "past"),
+        "unknown-dtype": (st_bytes({"a": t("F17", [1], 0, 4)}, b"\0" * 4), "dtype"),
+        "duplicate-key": (st_bytes(dup, b"\0" * 4), "duplicate"),
+        "size-mismatch": (st_bytes({"a": t("BF16", [3], 0, 8)}, b"\0" * 8), "needs"),
+        "hole": (st_bytes({"a": t("F32", [1], 0, 4), "b": t("F32", [1], 8, 12)}, b"\0" * 12), "hole"),
+        "not-json": (st_bytes(b"{not json}", b""), "JSON"),
+    }
+    for name, (blob, words) in cases.items():
+        p = os.path.join(tmp, name + ".safetensors")
+        with open(p, "wb") as fh:
+            fh.write(blob)
+        r = run(ADD, "-q", st, "bad-" + name, p, ok=False)
+        assert r.returncode != 0, name
+        assert words.lower() in r.stderr.lower() and p in r.stderr, (name, r.stderr)
+        assert sha(os.path.join(st, "data.mdb")) == before, name + " changed the store"
+    # Names that would escape a directory or confuse a listing.
+    for bad in ("a/b", "..", ".", "", "tab\tname"):
+        r = run(ADD, "-q", st, bad, good, ok=False)
+        assert r.returncode != 0 and "name" in r.stderr, (bad, r.stderr)
+    # A model directory with one bad file stores nothing, not even its good files.
+    d = os.path.join(tmp, "dir")
+    os.makedirs(d)
+    shutil.copy(good, os.path.join(d, "model-00001-of-00002.safetensors"))
+    with open(os.path.join(d, "model-00002-of-00002.safetensors"), "wb") as fh:
+        fh.write(cases["overlap"][0])
+    r = run(ADD, "-q", st, "dir", d, ok=False)
+    assert "model-00002-of-00002.safetensors" in r.stderr, r.stderr
+    # An existing name is refused before any work.
+    r = run(ADD, "-q", st, "good", good, ok=False)
+    assert "already exists" in r.stderr
+    assert sha(os.path.join(st, "data.mdb")) == before
+    # A missing base, an unknown store version.
+    r = run(ADD, "-q", st, "x", good, "--base", "nope", ok=False)
+    assert "nope" in r.stderr
+    r = run(DFS, "ls", os.path.join(tmp, "no-such-store"), ok=False)
+    assert r.returncode != 0 and "no-such-store" in r.stderr
+    return 0
+
+
+def case_lifecycle(tmp):
+    """rm refuses a base in use; rm + gc free bytes; --replace; verify catches a damaged blob."""
+    st = os.path.join(tmp, "store")
+    b, f = os.path.join(tmp, "b.safetensors"), os.path.join(tmp, "f.safetensors")
+    gen("--preset", "tiny", "--seed", "2", "--dtype", "F32", "--out", b)
+    gen("--preset", "tiny", "--seed", "2", "--dtype", "F32", "--finetune", "9", "--out", f)
+    run(ADD, "-q", st, "b", b)
+    run(ADD, "-q", st, "f", f, "--base", "b")
+    r = run(DFS, "rm", st, "b", ok=False)
+    assert r.returncode != 0 and "base of 1 other (f)" in r.stderr, r.stderr
+    r = run(DFS, "gc", st)
+    assert r.stdout.startswith("freed 0 B"), r.stdout
+    run(ADD, "-q", st, "f", b, "--replace")          # f now holds the base's bytes, no base
+    r = run(DFS, "gc", st)
+    assert not r.stdout.startswith("freed 0 B"), r.stdout
+    run(DFS, "rm", st, "f")
+    run(DFS, "rm", st, "b")
+    assert ls_names(st) == []
+    r = run(DFS, "gc", st)
+    assert not r.stdout.startswith("freed 0 B"), r.stdout
+    run(DFS, "verify", st)
+    # Damage one byte of a blob in data.mdb: verify must report it, naming the checkpoint.
+    # Random bytes do not compress, so their chunk is stored raw and can be found in the file.
+    noise = os.urandom(100000)
+    rnd = os.path.join(tmp, "noise.safetensors")
+    with open(rnd, "wb") as fh:
+        fh.write(st_bytes({"noise": t("U8", [len(noise)], 0, len(noise))}, noise))
+    run(ADD, "-q", st, "noisy", rnd)
+    data = os.path.join(st, "data.mdb")
+    raw = bytearray(open(data, "rb").read())
+    pos = raw.find(noise[5000:5100])
+    assert pos >= 0, "raw chunk not found in data.mdb"
+    raw[pos] ^= 0x40
+    open(data, "wb").write(bytes(raw))
+    r = run(DFS, "verify", st, ok=False)
+    assert r.returncode == 1 and "noisy" in r.stderr and "hash" in r.stderr, (r.stdout, r.stderr)
+    r = run(DFS, "export", st, "noisy", os.path.join(tmp, "x"), ok=False)
+    assert r.returncode != 0 and "hash" in r.stderr, r.stderr
+    return 0
+
+
+def case_mapgrow(tmp):
+    """A map far smaller than the data: the store grows it (MDB_MAP_FULL handled)."""
+    st = os.path.join(tmp, "store")
+    b, f = os.path.join(tmp, "b.safetensors"), os.path.join(tmp, "f.safetensors")
+    gen("--preset", "tiny", "--seed", "4", "--out", b)
+    gen("--preset", "tiny", "--seed", "4", "--finetune", "1", "--out", f)
+    env = dict(os.environ, DELTAFS_MAPSIZE=str(1 << 20))
+    run(ADD, "-q", st, "b", b, env=env)
+    run(ADD, "-q", st, "f", f, "--base", "b", env=env)
+    out = os.path.join(tmp, "out")
+    run(DFS, "export", st, "f", out, env=env)
+    assert sha(os.path.join(out, "f.safetensors")) == sha(f)
+    run(DFS, "verify", st, env=env)
+    return 0
+
+
+def case_killed_ingest(tmp):
+    """SIGKILL in the middle of an ingest: nothing visible, gc frees what it wrote, re-add works."""
+    st = os.path.join(tmp, "store")
+    big = os.path.join(tmp, "big.safetensors")
+    gen("--preset", "tiny", "--hidden", "1024", "--intermediate", "4096", "--layers", "6",
+        "--vocab", "8192", "--dtype", "F32", "--out", big)
+    small = os.path.join(tmp, "small.safetensors")
+    gen("--preset", "tiny", "--out", small)
+    run(ADD, "-q", st, "small", small)
+    data = os.path.join(st, "data.mdb")
+    size0 = os.path.getsize(data)
+    p = subprocess.Popen([ADD, "-q", "-j", "1", st, "big", big], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while os.path.getsize(data) < size0 + (40 << 20) and p.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    assert p.poll() is None, "ingest finished before it could be killed: make the input bigger"
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert ls_names(st) == ["small"]
+    run(DFS, "verify", st)
+    r = run(DFS, "gc", st)
+    assert not r.stdout.startswith("freed 0 B"), r.stdout
+    run(ADD, "-q", st, "big", big)
+    out = os.path.join(tmp, "out")
+    run(DFS, "export", st, "big", out)
+    assert sha(os.path.join(out, "big.safetensors")) == sha(big)
+    return 0
+
+
+def main():
+    case = sys.argv[1]
+    for tool in (ADD, DFS):
+        if not os.access(tool, os.X_OK):
+            print(f"{tool} not built", file=sys.stderr)
+            return 1
+    tmp = tempfile.mkdtemp(prefix="deltafs-test-")
+    try:
+        return globals()["case_" + case](tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
