@@ -181,6 +181,10 @@ def case_lifecycle(tmp):
     run(ADD, "-q", st, "f", b, "--replace")          # f now holds the base's bytes, no base
     r = run(DFS, "gc", st)
     assert not r.stdout.startswith("freed 0 B"), r.stdout
+    snap = os.path.join(tmp, "snap")
+    run(DFS, "snapshot", st, snap)
+    assert ls_names(snap) == ["b", "f"] and os.stat(os.path.join(snap, "data.mdb")).st_mode & 0o777 == 0o600
+    run(DFS, "verify", snap)
     run(DFS, "rm", st, "f")
     run(DFS, "rm", st, "b")
     assert ls_names(st) == []
