@@ -17,7 +17,7 @@ static const struct {
 	const struct cx_codec_ops *ops; /* NULL: id reserved, codec not built in */
 } cx_codecs[] = {
 	[CX_LOSSLESS] = { "lossless", &ll_ops },
-	[CX_DELTADQ] = { "deltadq", NULL },
+	[CX_DELTADQ] = { "deltadq", &dq_ops },
 	[CX_PALETTE] = { "palette", NULL },
 };
 

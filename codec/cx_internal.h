@@ -58,6 +58,7 @@ struct cx_codec_ops {
 };
 
 extern const struct cx_codec_ops ll_ops;
+extern const struct cx_codec_ops dq_ops; /* deltadq.c */
 
 static inline uint64_t cx_rd64(const uint8_t *p)
 {

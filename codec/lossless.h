@@ -39,7 +39,7 @@ size_t ll_bound(size_t n);
 
 /* Encode n bytes (n a multiple of esize; esize 1, 2, 4 or 8) into dst (capacity cap >=
  * ll_bound(n)). base: n bytes of the decoded base chunk, or NULL to encode without a delta.
- * level: zstd level (3 is the ingest default). Returns the blob size (> 0) or a negative errno. */
+ * level: zstd level (ingest uses ING_LEVEL_DEFAULT, 1). Returns the blob size (> 0) or a negative errno. */
 ssize_t ll_encode(cx_ctx *ctx, void *dst, size_t cap, const void *src, size_t n, unsigned esize,
 		  const void *base, int level);
 

@@ -1,0 +1,1410 @@
+/*
+ * deltadq.c -- DeltaDQ encode, decode and parameter search (format and method: deltadq.h).
+ *
+ * Data path. Encode: one pass computes the float delta of every kept element (dropout positions
+ * per group, rescale folded in) into scratch slot 0 in blob order; each level set is quantised
+ * (k-means sorts a copy of its values in slot 2); level indices go to slot 1; the planes are
+ * packed in slot 2 and zstd-compressed into the blob (the alternative split in slot 3, the smaller
+ * kept). Decode: planes into slot 0 (raw ones copied, so the bit reader may over-read 8 zero
+ * bytes), indices unpacked into slot 1 by width-specialised loops, level tables into slot 2, then
+ * the base is copied to dst and every kept position rewritten as base + level. Nothing else is
+ * allocated: after the first chunk of a shape, decode runs without malloc. One chunk decodes on
+ * one thread; chunks decode in parallel on as many threads as the caller runs (each its cx_ctx).
+ *
+ * The parameter search (dq_plan) runs encode + decode on a few blocks of rows (the whole matrix,
+ * chunk by chunk, when it has at most 2 * DQ_SAMPLE elements), extrapolates the bytes to the full
+ * matrix (headers and level tables counted exactly, plane bytes per row from the sample), and
+ * keeps the candidate with the smallest output error among those within DQ_TOL of the target
+ * ratio. Stage 1: quantiser x bits x level-set rows {1, 8, chunk} at group 128 (or the row width),
+ * keep moved to the target; stage 2: every group size 8..1024 for the three best; stage 3: the
+ * rescale exponent. Then every chunk is encoded for real and keep corrected until the real bytes
+ * land within 10%.
+ *
+ * Choices, measured with tests/deltadq/bench_deltadq.c (charlm: 63 F32 matrices of
+ * ../shared/data/charlm; 1g: 3 BF16 matrices of genmodel.py --preset 1g, delta 0.01) and a
+ * decode loop over one 512 KiB BF16 chunk (2048 columns):
+ *   - Split into planes: bytes of the planes, group 128, keep 32, sets of 8 rows:
+ *       uniform 2 bits: one plane 2.59 MB, hi/lo 4.39 MB (1g); 3 bits: 5.48 vs 5.18 MB (split
+ *       -5%); 4 bits: 6.89 vs 7.69 MB; 8 bits: 13.9 vs 16.0 MB. k-means: 3 bits split -4%,
+ *       2, 4, 8 bits one plane -4 to -16%. Neither wins everywhere, so the encoder tries both
+ *       (lo = 0 and lo = bits / 2) and keeps the smaller: one more zstd call at ingest, nothing
+ *       at decode (the split only changes which unpack loop runs).
+ *   - Quantiser: uniform min-max indices compress far better (2 bits: 2.59 MB vs 4.64 MB for
+ *       k-means on the same values, 1g) but err more per value; which wins at a given ratio
+ *       depends on the matrix, so all three are candidates and the search measures. It picks
+ *       k-means at 1 bit on every 1g matrix at every ratio; on charlm (252 matrix x ratio
+ *       choices) k-means 1 bit 189 times, k-means 2 bits 42, DQ_Q_ZERO 2 bits 21, uniform never.
+ *   - Scale granularity: per row (srows = 1), per 8 rows, or per chunk, measured per matrix: 1g
+ *       picks per row at 16x and one set per chunk (128 rows) above; charlm's small matrices
+ *       mostly one set per chunk (the levels would otherwise eat the bytes).
+ *   - Rescale: wherever it drops elements at 32x and above, the plan picks a = 0 on every 1g
+ *       matrix and a = 0 or 1/2 on charlm (see deltadq.h for why the unbiased a = 1 loses).
+ *   - Dropout positions: Floyd's sampling into a bit mask decoded at 627 MB/s (keep 64 of 128,
+ *       2 bits, one 512 KiB BF16 chunk); the keyed bijection of dq_positions at 1260 MB/s, with
+ *       pair inclusion frequencies within sampling noise of uniform subsets for groups of 16 and
+ *       more (rms 4% off at L = 8, kk = 2).
+ *   - Decode speed, one core, BF16 1g matrices (bench, 2 shared cores at load ~5, so noisy):
+ *       lossless delta 872 MB/s; DeltaDQ 16x 1079, 32x 415, 64x 639, 128x 1677 MB/s. The cost is
+ *       ~1.5-2 ns per kept element (position, level lookup, add, round); at 32x and 64x the plan
+ *       keeps about half of each group, and there DeltaDQ is slower than lossless.
+ *   - zstd level 9 for the planes: they are small (a sixteenth of the tensor or less), so ingest
+ *       barely notices, and decode speed does not depend on the level.
+ */
+#include "deltadq.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <zstd_errors.h>
+
+#include "cx_internal.h"
+
+#define DQ_ZLEVEL 9       /* planes are small; decode speed does not depend on the level */
+#define DQ_VMAX 10        /* bytes of a u64 varint */
+#define DQ_FIXHDR 7       /* cx header + dtype, bits, lo */
+#define DQ_HDR_MAX (DQ_FIXHDR + 7 * DQ_VMAX)
+#define DQ_CHUNK_BYTES (512u << 10)
+#define DQ_PAD 8          /* zero bytes after each decoded plane: the bit reader loads 8 bytes */
+#define DQ_DELTA_MAX 0x1p100f /* larger deltas (-EDOM) could overflow a level's step to infinity */
+
+enum { DQ_S_VALS = 0, DQ_S_IDX = 1, DQ_S_WORK = 2, DQ_S_ALT = 3 }; /* encode */
+enum { DQ_S_PLANES = 0, DQ_S_LUT = 2 };                            /* decode (+ DQ_S_IDX) */
+
+#define AI static inline __attribute__((always_inline))
+
+/* ---- elements ------------------------------------------------------------------------------ */
+
+static float dq_f16_to_f32(uint16_t h)
+{
+	uint32_t sign = (uint32_t)(h & 0x8000) << 16, e = (h >> 10) & 0x1f, m = h & 0x3ff, x;
+	float f;
+
+	if (e == 0x1f)
+		x = sign | 0x7f800000 | m << 13;
+	else if (e)
+		x = sign | (e + 112) << 23 | m << 13;
+	else {
+		f = (float)m * 0x1p-24f; /* exact: m < 2^10 */
+		memcpy(&x, &f, 4);
+		x |= sign;
+	}
+	memcpy(&f, &x, 4);
+	return f;
+}
+
+/* Round to nearest, ties to even, in integer arithmetic so no FPU mode can change the result. */
+static uint16_t dq_f32_to_f16(float f)
+{
+	uint32_t x, ax, sign, r, rem, half;
+	unsigned shift;
+
+	memcpy(&x, &f, 4);
+	sign = (x >> 16) & 0x8000;
+	ax = x & 0x7fffffff;
+	if (ax > 0x7f800000)
+		return (uint16_t)(sign | 0x7e00 | (ax >> 13 & 0x3ff));
+	if (ax >= 0x477ff000) /* >= 65520: rounds to infinity */
+		return (uint16_t)(sign | 0x7c00);
+	if (ax >= 0x38800000) { /* normal half */
+		r = ax - (112u << 23);
+		rem = r & 0x1fff;
+		r >>= 13;
+		if (rem > 0x1000 || (rem == 0x1000 && (r & 1)))
+			r++;
+		return (uint16_t)(sign | r);
+	}
+	if (ax < 0x33000000) /* below 2^-25: rounds to zero */
+		return (uint16_t)sign;
+	shift = 126 - (ax >> 23); /* 14..24: subnormal half, units of 2^-24 */
+	r = (ax & 0x7fffff) | 0x800000;
+	rem = r & ((1u << shift) - 1);
+	half = 1u << (shift - 1);
+	r >>= shift;
+	if (rem > half || (rem == half && (r & 1)))
+		r++;
+	return (uint16_t)(sign | r);
+}
+
+static uint16_t dq_f32_to_bf16(float f)
+{
+	uint32_t x;
+
+	memcpy(&x, &f, 4);
+	if ((x & 0x7fffffff) > 0x7f800000)
+		return (uint16_t)(x >> 16 | 0x40);
+	return (uint16_t)((x + 0x7fff + (x >> 16 & 1)) >> 16);
+}
+
+AI float dq_ld(int dt, const uint8_t *p, size_t i)
+{
+	uint16_t h;
+	uint32_t u;
+	float f;
+
+	if (dt == DT_F32) {
+		memcpy(&f, p + 4 * i, 4);
+		return f;
+	}
+	memcpy(&h, p + 2 * i, 2);
+	if (dt == DT_F16)
+		return dq_f16_to_f32(h);
+	u = (uint32_t)h << 16;
+	memcpy(&f, &u, 4);
+	return f;
+}
+
+AI void dq_st(int dt, uint8_t *p, size_t i, float v)
+{
+	uint16_t h;
+
+	if (dt == DT_F32) {
+		memcpy(p + 4 * i, &v, 4);
+		return;
+	}
+	h = dt == DT_F16 ? dq_f32_to_f16(v) : dq_f32_to_bf16(v);
+	memcpy(p + 2 * i, &h, 2);
+}
+
+static unsigned dq_esize(dt_id dt)
+{
+	return dt == DT_F32 ? 4 : (dt == DT_F16 || dt == DT_BF16) ? 2 : 0;
+}
+
+/* ---- varints --------------------------------------------------------------------------------- */
+
+static size_t dq_vput(uint8_t *p, uint64_t v)
+{
+	size_t n = 0;
+
+	while (v >= 0x80) {
+		p[n++] = (uint8_t)(v | 0x80);
+		v >>= 7;
+	}
+	p[n++] = (uint8_t)v;
+	return n;
+}
+
+static size_t dq_vlen(uint64_t v)
+{
+	size_t n = 1;
+
+	while (v >= 0x80) {
+		v >>= 7;
+		n++;
+	}
+	return n;
+}
+
+/* Read a varint at *off (< end); 0 or -EBADMSG (truncated, or more than 64 bits). */
+static int dq_vget(const uint8_t *b, size_t end, size_t *off, uint64_t *v)
+{
+	uint64_t x = 0;
+
+	for (unsigned sh = 0; sh < 64; sh += 7) {
+		uint8_t c;
+
+		if (*off >= end)
+			return -EBADMSG;
+		c = b[(*off)++];
+		if (sh == 63 && c > 1)
+			return -EBADMSG;
+		x |= (uint64_t)(c & 0x7f) << sh;
+		if (!(c & 0x80)) {
+			*v = x;
+			return 0;
+		}
+	}
+	return -EBADMSG;
+}
+
+/* ---- dropout --------------------------------------------------------------------------------- */
+
+/* Elements kept of a group of L (<= g) elements. */
+AI uint32_t dq_kk(uint32_t L, uint32_t g, uint32_t keep)
+{
+	return L == g ? keep : (uint32_t)(((uint64_t)keep * L + g - 1) / g);
+}
+
+static size_t dq_row_kept(size_t cols, uint32_t g, uint32_t keep)
+{
+	size_t t = cols % g;
+
+	return cols / g * keep + (t ? dq_kk((uint32_t)t, g, keep) : 0);
+}
+
+AI uint64_t dq_mix(uint64_t z)
+{
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+#define DQ_GOLD 0x9e3779b97f4a7c15ull
+
+/* Key of an absolute row: the masks of its groups derive from it. */
+AI uint64_t dq_rowkey(uint64_t seed, uint64_t row)
+{
+	return dq_mix(dq_mix(seed + DQ_GOLD) + row);
+}
+
+/* The kept positions of group grp (L elements, kk kept, 0 < kk < L) of the row keyed rkey, into
+ * pos[0..kk), in the order their values sit
+ * in the blob: the first kk values below L of sigma(0), sigma(1), ..., or, when more than half
+ * are kept, those not among the first L - kk (fewer evaluations), ascending. sigma is a keyed bijection of [0, 2^k), 2^k >= L: four rounds of
+ * multiply by an odd constant, add, mask (each a bijection mod 2^k) with xor-shifts between them.
+ * For a power-of-two L every sigma(j) is below L: kk evaluations, no bit set, no rejection; a
+ * shorter tail group walks at most 2^k < 2L values. This replaced Floyd's sampling into a bit mask
+ * (uniform subsets, but a store-to-load chain per draw: 627 MB/s decode at keep 64 of 128, BF16).
+ * Measured over 2e5 keys (see the figures at the top of this file): the inclusion frequency of
+ * every position is within 2% of kk/L and of every pair within the sampling noise of a uniform
+ * subset for L >= 16 (rms 1.2% at L = 16, kk = 4); L = 8 with kk = 2 is the worst, at rms 4%. */
+AI void dq_positions(uint64_t rkey, uint64_t grp, uint32_t L, uint32_t kk, uint16_t *pos)
+{
+	const uint64_t k1 = dq_mix(rkey + grp * DQ_GOLD), k2 = k1 * 0xd6e8feb86659fd93ull;
+	const uint32_t a = (uint32_t)k1 | 1, b = (uint32_t)(k1 >> 16), c = (uint32_t)(k1 >> 32) | 1;
+	const uint32_t d = (uint32_t)(k1 >> 48), e = (uint32_t)k2 | 1, f = (uint32_t)(k2 >> 16);
+	const uint32_t g = (uint32_t)(k2 >> 32) | 1, h = (uint32_t)(k2 >> 48);
+	const unsigned k = L > 1 ? 32 - (unsigned)__builtin_clz(L - 1) : 0;
+	const uint32_t M = (1u << k) - 1;
+	unsigned sh;
+
+	sh = (k + 1) / 2;
+#define DQ_SIGMA(x)                                                                                	({                                                                                         		uint32_t x_ = (x);                                                                 		x_ = (x_ * a + b) & M;                                                             		x_ ^= x_ >> sh;                                                                    		x_ = (x_ * c + d) & M;                                                             		x_ ^= x_ >> sh;                                                                    		x_ = (x_ * e + f) & M;                                                             		x_ ^= x_ >> sh;                                                                    		(x_ * g + h) & M;                                                                  	})
+	if (2 * kk > L) { /* mark the L - kk dropped ones, list the others in ascending order */
+		uint64_t m[DQ_GROUP_MAX / 64];
+
+		memset(m, 0, (L + 63) / 64 * sizeof *m);
+		for (uint32_t j = 0, n = 0; n < L - kk; j++) {
+			uint32_t y = DQ_SIGMA(j);
+
+			if (y < L) {
+				m[y >> 6] |= 1ull << (y & 63);
+				n++;
+			}
+		}
+		for (uint32_t w = 0, n = 0; w < (L + 63) / 64; w++) {
+			uint64_t kept = ~m[w] & (L - 64 * w >= 64 ? ~0ull : (1ull << (L - 64 * w)) - 1);
+
+			for (; kept; kept &= kept - 1)
+				pos[n++] = (uint16_t)(64 * w + (uint32_t)__builtin_ctzll(kept));
+		}
+	} else if (L == M + 1) {
+		for (uint32_t j = 0; j < kk; j++)
+			pos[j] = (uint16_t)DQ_SIGMA(j);
+	} else {
+		for (uint32_t j = 0, n = 0; n < kk; j++) {
+			uint32_t y = DQ_SIGMA(j);
+
+			if (y < L)
+				pos[n++] = (uint16_t)y;
+		}
+	}
+#undef DQ_SIGMA
+}
+
+/* ---- the header ------------------------------------------------------------------------------ */
+
+typedef struct dq_hdr {
+	int dt, quant;
+	unsigned bits, lo;
+	uint64_t cols, r0, nr, g, keep, srows, seed;
+	size_t off; /* first byte after the varints */
+} dq_hdr;
+
+static size_t dq_nlev_stored(int quant, unsigned bits)
+{
+	return quant == DQ_Q_KMEANS ? (size_t)1 << bits : 2;
+}
+
+static size_t dq_hdr_len(const dq_params *p, size_t cols, size_t r0, size_t nr, size_t srows)
+{
+	return DQ_FIXHDR + dq_vlen(cols) + dq_vlen(r0) + dq_vlen(nr) + dq_vlen(p->group) +
+	       dq_vlen(p->keep) + dq_vlen(srows) + dq_vlen(p->seed);
+}
+
+static int dq_parse(const uint8_t *b, size_t blen, dq_hdr *h)
+{
+	uint64_t *f[] = { &h->cols, &h->r0, &h->nr, &h->g, &h->keep, &h->srows, &h->seed };
+
+	if (!b || blen < DQ_FIXHDR || b[0] != CX_MAGIC || b[1] != CX_DELTADQ || b[2] != DQ_VERSION)
+		return -EBADMSG;
+	h->quant = b[3];
+	h->dt = b[4];
+	h->bits = b[5];
+	h->lo = b[6];
+	h->off = DQ_FIXHDR;
+	for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
+		if (dq_vget(b, blen, &h->off, f[i]))
+			return -EBADMSG;
+	if (!h->quant || h->quant > DQ_Q_ZERO || !dq_esize((dt_id)h->dt) ||
+	    h->bits < 1 || h->bits > 16 || (h->quant == DQ_Q_KMEANS && h->bits > DQ_KMEANS_MAXBITS) ||
+	    h->lo >= h->bits || !h->cols || !h->nr || !h->g || h->g > DQ_GROUP_MAX || !h->keep ||
+	    h->keep > h->g || !h->srows || h->seed > UINT32_MAX || h->r0 > UINT64_MAX - h->nr)
+		return -EBADMSG;
+	return 0;
+}
+
+int dq_blob_params(const void *blob, size_t blen, dq_params *p)
+{
+	dq_hdr h;
+
+	if (dq_parse(blob, blen, &h))
+		return -EBADMSG;
+	memset(p, 0, sizeof *p);
+	p->group = (uint32_t)h.g;
+	p->keep = (uint32_t)h.keep;
+	p->keep_frac = (float)h.keep / (float)h.g;
+	p->bits = (uint8_t)h.bits;
+	p->quant = (uint8_t)h.quant;
+	p->split = (uint8_t)(1 + h.lo);
+	p->srows = (uint32_t)h.srows;
+	p->seed = (uint32_t)h.seed;
+	return 0;
+}
+
+/* ---- bit planes ------------------------------------------------------------------------------ */
+
+/* Pack bits [shift, shift + w) of each of the n indices, LSB first. */
+static void dq_pack(uint8_t *out, const uint16_t *idx, size_t n, unsigned shift, unsigned w)
+{
+	uint64_t acc = 0;
+	unsigned nb = 0;
+	uint32_t mask = (1u << w) - 1;
+
+	for (size_t i = 0; i < n; i++) {
+		acc |= (uint64_t)((idx[i] >> shift) & mask) << nb;
+		nb += w;
+		while (nb >= 8) {
+			*out++ = (uint8_t)acc;
+			acc >>= 8;
+			nb -= 8;
+		}
+	}
+	if (nb)
+		*out = (uint8_t)acc;
+}
+
+AI uint32_t dq_get(const uint8_t *p, size_t bitpos, unsigned w)
+{
+	uint64_t v;
+
+	memcpy(&v, p + (bitpos >> 3), 8);
+	return (uint32_t)(v >> (bitpos & 7)) & ((1u << w) - 1);
+}
+
+static size_t dq_plane_len(size_t n, unsigned w)
+{
+	return (n * w + 7) / 8;
+}
+
+/* Write one plane at out: varint clen + zstd frame, or 0 + the raw bytes when zstd does not win.
+ * Returns the bytes written, -ENOBUFS or -ENOMEM. */
+static ssize_t dq_put_plane(ZSTD_CCtx *cc, uint8_t *out, size_t cap, const uint8_t *pl, size_t len)
+{
+	uint8_t v[DQ_VMAX];
+	size_t z, vl;
+
+	if (cap > DQ_VMAX + 1) {
+		z = ZSTD_compress2(cc, out + DQ_VMAX, cap - DQ_VMAX < len ? cap - DQ_VMAX : len, pl, len);
+		if (ZSTD_isError(z) && ZSTD_getErrorCode(z) != ZSTD_error_dstSize_tooSmall)
+			return -ENOMEM;
+		if (!ZSTD_isError(z) && z + dq_vlen(z) < len + 1) {
+			vl = dq_vput(v, z);
+			memmove(out + vl, out + DQ_VMAX, z);
+			memcpy(out, v, vl);
+			return (ssize_t)(vl + z);
+		}
+	}
+	if (cap < len + 1)
+		return -ENOBUFS;
+	out[0] = 0;
+	memcpy(out + 1, pl, len);
+	return (ssize_t)(len + 1);
+}
+
+/* Read one plane of len bytes at *off into out (len + DQ_PAD bytes, padding zeroed). */
+static int dq_get_plane(cx_ctx *cx, const uint8_t *b, size_t blen, size_t *off, uint8_t *out,
+			size_t len)
+{
+	uint64_t clen;
+	size_t z;
+
+	if (dq_vget(b, blen, off, &clen))
+		return -EBADMSG;
+	memset(out + len, 0, DQ_PAD);
+	if (!clen) {
+		if (blen - *off < len)
+			return -EBADMSG;
+		memcpy(out, b + *off, len);
+		*off += len;
+		return 0;
+	}
+	if (clen > blen - *off || ZSTD_findFrameCompressedSize(b + *off, clen) != clen)
+		return -EBADMSG;
+	z = ZSTD_decompressDCtx(cx->dctx, out, len, b + *off, clen);
+	if (ZSTD_isError(z))
+		return ZSTD_getErrorCode(z) == ZSTD_error_memory_allocation ? -ENOMEM : -EBADMSG;
+	if (z != len)
+		return -EBADMSG;
+	*off += clen;
+	return 0;
+}
+
+/* ---- quantisers ------------------------------------------------------------------------------ */
+
+/* A uniform level. j * step is exact in double (j < 2^16, step has 24 significant bits), so an
+ * FMA or not gives the same double, and the one rounding to float is the same everywhere. */
+AI float dq_ulevel(float mn, float step, uint32_t j)
+{
+	return (float)((double)mn + (double)j * (double)step);
+}
+
+static void dq_uniform(const float *v, size_t n, unsigned bits, uint16_t *idx, float lv[2])
+{
+	float mn = v[0], mx = v[0], step = 0;
+	uint32_t top = (1u << bits) - 1;
+
+	for (size_t i = 1; i < n; i++) {
+		mn = v[i] < mn ? v[i] : mn;
+		mx = v[i] > mx ? v[i] : mx;
+	}
+	if (mx > mn) {
+		step = (float)(((double)mx - mn) / top);
+		while (dq_ulevel(mn, step, top) < mx)
+			step = nextafterf(step, INFINITY);
+	}
+	for (size_t i = 0; i < n; i++) {
+		double t = step > 0 ? ((double)v[i] - mn) / step : 0;
+		long q = lrint(t);
+
+		idx[i] = (uint16_t)(q < 0 ? 0 : q > (long)top ? top : (uint32_t)q);
+	}
+	lv[0] = mn;
+	lv[1] = step;
+}
+
+/* Levels j * step, |j| <= K = 2^(bits-1) - 1, stored as uniform (min = -K * step, step): a level
+ * at zero, so the small majority of a delta costs the entropy coder little, and the step that
+ * minimises the squared error (40 steps between 0.02 and 4 times the rms), not min-max, so the
+ * outliers do not spread the levels. The step keeps 11 significant bits, so K * step and the zero
+ * level are exact. The top code is unused. */
+static void dq_zero(const float *v, size_t n, unsigned bits, uint16_t *idx, float lv[2])
+{
+	const long K = (1L << (bits - 1)) - 1;
+	double ss = 0, best = INFINITY;
+	float step = 0;
+
+	for (size_t i = 0; i < n; i++)
+		ss += (double)v[i] * v[i];
+	for (int t = 0; t < 40 && ss > 0; t++) {
+		int e;
+		float s = (float)(sqrt(ss / n) * 0.02 * pow(200.0, t / 39.0));
+		double err = 0;
+
+		frexpf(s, &e);
+		s = ldexpf(rintf(ldexpf(s, 11 - e)), e - 11);
+		for (size_t i = 0; i < n; i++) {
+			long q = lrint(v[i] / s);
+			double d = v[i] - (double)(q < -K ? -K : q > K ? K : q) * s;
+
+			err += d * d;
+		}
+		if (err < best) {
+			best = err;
+			step = s;
+		}
+	}
+	for (size_t i = 0; i < n; i++) {
+		long q = step > 0 ? lrint(v[i] / step) : 0;
+
+		idx[i] = (uint16_t)((q < -K ? -K : q > K ? K : q) + K);
+	}
+	lv[0] = -(float)K * step;
+	lv[1] = step;
+}
+
+static int dq_fcmp(const void *a, const void *b)
+{
+	float x = *(const float *)a, y = *(const float *)b;
+
+	return (x > y) - (x < y);
+}
+
+/* First index in s[0..n) with s[i] > t. */
+static size_t dq_upper(const float *s, size_t n, double t)
+{
+	size_t lo = 0, hi = n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (s[mid] > t)
+			hi = mid;
+		else
+			lo = mid + 1;
+	}
+	return lo;
+}
+
+/* 1-D k-means (Lloyd) with K = 2^bits levels, exact on the sorted values: a cluster is a range of
+ * the sorted array, its mean two prefix-sum lookups. work: n floats + (n + 1) doubles. */
+static void dq_kmeans(const float *v, size_t n, unsigned bits, uint16_t *idx, float *lv, void *work)
+{
+	size_t K = (size_t)1 << bits, bnd[257];
+	float *s = work;
+	double *ps = (double *)((uint8_t *)work + ((n * sizeof(float) + 7) & ~(size_t)7));
+	double c[256];
+
+	memcpy(s, v, n * sizeof *s);
+	qsort(s, n, sizeof *s, dq_fcmp);
+	ps[0] = 0;
+	for (size_t i = 0; i < n; i++)
+		ps[i + 1] = ps[i] + s[i];
+	for (size_t k = 0; k < K; k++)
+		c[k] = s[(2 * k + 1) * n / (2 * K)];
+	for (int it = 0; it < 40; it++) {
+		int moved = 0;
+
+		bnd[0] = 0;
+		bnd[K] = n;
+		for (size_t k = 1; k < K; k++)
+			bnd[k] = dq_upper(s, n, 0.5 * (c[k - 1] + c[k]));
+		for (size_t k = 0; k < K; k++) {
+			double m;
+
+			if (bnd[k + 1] <= bnd[k])
+				continue;
+			m = (ps[bnd[k + 1]] - ps[bnd[k]]) / (double)(bnd[k + 1] - bnd[k]);
+			moved |= m != c[k];
+			c[k] = m;
+		}
+		if (!moved)
+			break;
+	}
+	for (size_t k = 0; k < K; k++)
+		lv[k] = (float)c[k];
+	for (size_t k = 1; k < K; k++) /* the rounding to float keeps them ascending, but be sure */
+		if (lv[k] < lv[k - 1])
+			lv[k] = lv[k - 1];
+	for (size_t i = 0; i < n; i++) {
+		size_t lo = 0, hi = K - 1;
+
+		while (lo < hi) { /* last level <= v, then compare with the next */
+			size_t mid = (lo + hi + 1) / 2;
+
+			if (lv[mid] <= v[i])
+				lo = mid;
+			else
+				hi = mid - 1;
+		}
+		if (lo + 1 < K && (double)lv[lo + 1] - v[i] < (double)v[i] - lv[lo])
+			lo++;
+		idx[i] = (uint16_t)lo;
+	}
+}
+
+/* ---- encode ---------------------------------------------------------------------------------- */
+
+size_t dq_chunk_rows(size_t cols, unsigned esize)
+{
+	size_t row = cols * (esize ? esize : 1);
+
+	return row && row < DQ_CHUNK_BYTES ? DQ_CHUNK_BYTES / row : 1;
+}
+
+size_t dq_bound(size_t nr, size_t cols, unsigned esize)
+{
+	/* Kept values take at most 16 bits whatever the element size, so esize only matters through
+	 * the caller's choice of nr. */
+	(void)esize;
+	return DQ_HDR_MAX + nr * ((size_t)4 << DQ_KMEANS_MAXBITS) + 2 * (DQ_VMAX + 1) + 2 * nr * cols +
+	       2;
+}
+
+static int dq_check_params(const dq_params *p)
+{
+	if (!p->group || p->group > DQ_GROUP_MAX || !p->keep || p->keep > p->group || !p->bits ||
+	    p->bits > 16 || !p->quant || p->quant > DQ_Q_ZERO || (p->quant == DQ_Q_ZERO && p->bits < 2) ||
+	    (p->quant == DQ_Q_KMEANS && p->bits > DQ_KMEANS_MAXBITS) || p->split > p->bits ||
+	    !p->srows || p->rescale > DQ_RESCALE_NONE)
+		return -EINVAL;
+	return 0;
+}
+
+AI float dq_factor(int rescale, uint32_t L, uint32_t kk)
+{
+	double f = (double)L / kk;
+
+	return rescale == DQ_RESCALE_NONE ? 1.0f : rescale == DQ_RESCALE_HALF ? (float)sqrt(f) : (float)f;
+}
+
+/* Gather the rescaled deltas of the kept elements in blob order into v. -EDOM on a non-finite
+ * value anywhere in the chunk. */
+AI int dq_gather(int dt, float *v, const uint8_t *ft, const uint8_t *base, size_t cols, size_t r0,
+		 size_t nr, const dq_params *p)
+{
+	uint16_t pos[DQ_GROUP_MAX];
+	size_t k = 0;
+
+	for (size_t i = 0; i < nr * cols; i++) {
+		float a = dq_ld(dt, ft, i), b = dq_ld(dt, base, i);
+
+		if (!isfinite(a) || !isfinite(b) || !(fabsf(a - b) <= DQ_DELTA_MAX))
+			return -EDOM;
+	}
+	for (size_t r = 0; r < nr; r++) {
+		const size_t ro = r * cols;
+		const uint64_t rkey = dq_rowkey(p->seed, r0 + r);
+		uint64_t grp = 0;
+
+		for (size_t st = 0; st < cols; st += p->group, grp++) {
+			uint32_t L = (uint32_t)(cols - st < p->group ? cols - st : p->group);
+			uint32_t kk = dq_kk(L, p->group, p->keep);
+			float f = dq_factor(p->rescale, L, kk);
+
+			if (kk == L) {
+				for (uint32_t i = 0; i < L; i++)
+					v[k++] = (dq_ld(dt, ft, ro + st + i) - dq_ld(dt, base, ro + st + i)) * f;
+				continue;
+			}
+			dq_positions(rkey, grp, L, kk, pos);
+			for (uint32_t j = 0; j < kk; j++) {
+				size_t i = ro + st + pos[j];
+
+				v[k++] = (dq_ld(dt, ft, i) - dq_ld(dt, base, i)) * f;
+			}
+		}
+	}
+	return 0;
+}
+
+/* Write the planes of n indices with `lo` low bits at out; bytes written or negative errno. */
+static ssize_t dq_put_planes(ZSTD_CCtx *cc, uint8_t *out, size_t cap, uint8_t *work,
+			     const uint16_t *idx, size_t n, unsigned bits, unsigned lo)
+{
+	size_t hl = dq_plane_len(n, bits - lo);
+	ssize_t a, b = 0;
+
+	dq_pack(work, idx, n, lo, bits - lo);
+	a = dq_put_plane(cc, out, cap, work, hl);
+	if (a < 0 || !lo)
+		return a;
+	dq_pack(work, idx, n, 0, lo);
+	b = dq_put_plane(cc, out + a, cap - (size_t)a, work, dq_plane_len(n, lo));
+	return b < 0 ? b : a + b;
+}
+
+ssize_t dq_encode(cx_ctx *cx, void *dst, size_t cap, const void *ft, const void *base, dt_id dt,
+		  size_t cols, size_t r0, size_t nr, const dq_params *p)
+{
+	uint8_t *d = dst, *work, *alt;
+	size_t krow, n, srows, nsets, nlev, off, wcap, pcap;
+	float *vals;
+	uint16_t *idx;
+	ZSTD_CCtx *cc;
+	unsigned lo;
+	ssize_t a;
+	int rc;
+
+	if (!cx || !dst || !ft || !base || !p || !dq_esize(dt) || !cols || !nr || dq_check_params(p))
+		return -EINVAL;
+	krow = dq_row_kept(cols, p->group, p->keep);
+	n = nr * krow;
+	srows = p->srows < nr ? p->srows : nr;
+	nsets = (nr + srows - 1) / srows;
+	nlev = dq_nlev_stored(p->quant, p->bits);
+	pcap = dq_plane_len(n, p->bits) + 2 * (DQ_VMAX + 1) + 2;
+	wcap = srows * krow * (sizeof(float) + sizeof(double)) + 16;
+	if (wcap < pcap)
+		wcap = pcap;
+	vals = cx_scratch(cx, DQ_S_VALS, n * sizeof *vals);
+	idx = cx_scratch(cx, DQ_S_IDX, n * sizeof *idx);
+	work = cx_scratch(cx, DQ_S_WORK, wcap);
+	cc = cx_cctx(cx);
+	if (!vals || !idx || !work || !cc)
+		return -ENOMEM;
+	switch (dt) {
+	case DT_F32: rc = dq_gather(DT_F32, vals, ft, base, cols, r0, nr, p); break;
+	case DT_F16: rc = dq_gather(DT_F16, vals, ft, base, cols, r0, nr, p); break;
+	default: rc = dq_gather(DT_BF16, vals, ft, base, cols, r0, nr, p); break;
+	}
+	if (rc)
+		return rc;
+
+	off = dq_hdr_len(p, cols, r0, nr, srows);
+	if (cap < off + nsets * nlev * 4)
+		return -ENOBUFS;
+	d[0] = CX_MAGIC;
+	d[1] = CX_DELTADQ;
+	d[2] = DQ_VERSION;
+	d[3] = p->quant;
+	d[4] = (uint8_t)dt;
+	d[5] = p->bits;
+	/* d[6] = lo, below */
+	off = DQ_FIXHDR;
+	off += dq_vput(d + off, cols);
+	off += dq_vput(d + off, r0);
+	off += dq_vput(d + off, nr);
+	off += dq_vput(d + off, p->group);
+	off += dq_vput(d + off, p->keep);
+	off += dq_vput(d + off, srows);
+	off += dq_vput(d + off, p->seed);
+	for (size_t s = 0; s < nsets; s++) {
+		size_t b = s * srows * krow, e = (s + 1) * srows < nr ? (s + 1) * srows * krow : n;
+		float lv[(size_t)1 << DQ_KMEANS_MAXBITS];
+
+		if (p->quant == DQ_Q_UNIFORM)
+			dq_uniform(vals + b, e - b, p->bits, idx + b, lv);
+		else if (p->quant == DQ_Q_ZERO)
+			dq_zero(vals + b, e - b, p->bits, idx + b, lv);
+		else
+			dq_kmeans(vals + b, e - b, p->bits, idx + b, lv, work);
+		memcpy(d + off, lv, nlev * 4);
+		off += nlev * 4;
+	}
+
+	ZSTD_CCtx_reset(cc, ZSTD_reset_session_and_parameters);
+	if (ZSTD_isError(ZSTD_CCtx_setParameter(cc, ZSTD_c_compressionLevel, DQ_ZLEVEL)) ||
+	    ZSTD_isError(ZSTD_CCtx_setParameter(cc, ZSTD_c_contentSizeFlag, 0)))
+		return -ENOMEM;
+	lo = p->split ? p->split - 1u : 0;
+	a = dq_put_planes(cc, d + off, cap - off, work, idx, n, p->bits, lo);
+	if (a < 0 && (a != -ENOBUFS || p->split))
+		return a;
+	if (!p->split && p->bits >= 2) {
+		ssize_t b;
+
+		alt = cx_scratch(cx, DQ_S_ALT, pcap);
+		if (!alt)
+			return -ENOMEM;
+		b = dq_put_planes(cc, alt, pcap, work, idx, n, p->bits, p->bits / 2);
+		if (b < 0)
+			return b;
+		if (a < 0 || b < a) {
+			if ((size_t)b > cap - off)
+				return -ENOBUFS;
+			memcpy(d + off, alt, (size_t)b);
+			a = b;
+			lo = p->bits / 2;
+		}
+	}
+	if (a < 0)
+		return a;
+	d[6] = (uint8_t)lo;
+	return (ssize_t)(off + (size_t)a);
+}
+
+/* ---- decode ---------------------------------------------------------------------------------- */
+
+/* Unpack n w-bit fields (LSB first) of plane p into idx; with `merge`, shift the indices already
+ * there left by w and OR the field in (the low plane after the high one). Widths 1, 2, 4 and 8
+ * (what the planes of 1, 2, 4 and 8 bits, and the halves of 2, 4 and 8, use) run a loop per byte
+ * that gcc unrolls and vectorises; others go through the 64-bit bit reader. */
+AI void dq_unpack_w(uint16_t *restrict idx, const uint8_t *restrict p, size_t n, unsigned w,
+		    int merge)
+{
+	const unsigned per = 8 / w;
+	const uint32_t mask = (1u << w) - 1;
+	size_t i = 0;
+
+	if (w == 1 || w == 2 || w == 4 || w == 8) {
+		for (; i + per <= n; i += per) {
+			const uint32_t byte = p[i / per];
+
+			for (unsigned j = 0; j < per; j++) {
+				uint16_t v = (uint16_t)(byte >> (j * w) & mask);
+
+				idx[i + j] = merge ? (uint16_t)(idx[i + j] << w | v) : v;
+			}
+		}
+	}
+	for (; i < n; i++) {
+		uint16_t v = (uint16_t)dq_get(p, i * w, w);
+
+		idx[i] = merge ? (uint16_t)(idx[i] << w | v) : v;
+	}
+}
+
+static void dq_unpack(uint16_t *idx, const uint8_t *p, size_t n, unsigned w, int merge)
+{
+	switch (w) {
+	case 1: merge ? dq_unpack_w(idx, p, n, 1, 1) : dq_unpack_w(idx, p, n, 1, 0); break;
+	case 2: merge ? dq_unpack_w(idx, p, n, 2, 1) : dq_unpack_w(idx, p, n, 2, 0); break;
+	case 4: merge ? dq_unpack_w(idx, p, n, 4, 1) : dq_unpack_w(idx, p, n, 4, 0); break;
+	case 8: merge ? dq_unpack_w(idx, p, n, 8, 1) : dq_unpack_w(idx, p, n, 8, 0); break;
+	default: merge ? dq_unpack_w(idx, p, n, w, 1) : dq_unpack_w(idx, p, n, w, 0); break;
+	}
+}
+
+/* Level of index q of a set: from the table (bits <= 8) or, for wider uniform levels, computed. */
+AI float dq_level(const float *tab, const uint8_t *lvs, uint32_t q)
+{
+	float mn, st;
+
+	if (tab)
+		return tab[q];
+	memcpy(&mn, lvs, 4);
+	memcpy(&st, lvs + 4, 4);
+	return dq_ulevel(mn, st, q);
+}
+
+/* Rewrite the kept positions of out (already a copy of base) from the indices. lut: nsets tables
+ * of 2^bits floats, or NULL for uniform levels of more than 8 bits, computed from lv (min, step
+ * per set). Instantiated per dtype and per lut-or-not, so the inner loops have no branch but the
+ * mask walk's. */
+AI void dq_apply(int dt, int has_lut, uint8_t *restrict out, const uint8_t *restrict base,
+		 const dq_hdr *h, const uint16_t *restrict idx, const float *lut, const uint8_t *lv)
+{
+	const uint32_t g = (uint32_t)h->g, keep = (uint32_t)h->keep;
+	const size_t cols = h->cols, nlut = (size_t)1 << h->bits;
+	uint16_t pos[DQ_GROUP_MAX];
+
+	for (size_t r = 0; r < h->nr; r++) {
+		const size_t ro = r * cols, set = r / h->srows;
+		const float *tab = has_lut ? lut + set * nlut : NULL;
+		const uint8_t *lvs = lv + set * 8;
+		const uint64_t rkey = dq_rowkey(h->seed, h->r0 + r);
+		uint64_t grp = 0;
+
+		if (keep == g) { /* no dropout: one straight loop over the row */
+			for (size_t c = 0; c < cols; c++)
+				dq_st(dt, out, ro + c,
+				      dq_ld(dt, base, ro + c) + dq_level(tab, lvs, idx[c]));
+			idx += cols;
+			continue;
+		}
+		for (size_t st = 0; st < cols; st += g, grp++) {
+			uint32_t L = (uint32_t)(cols - st < g ? cols - st : g);
+			uint32_t kk = dq_kk(L, g, keep);
+
+			if (kk == L) {
+				for (uint32_t i = 0; i < L; i++)
+					dq_st(dt, out, ro + st + i,
+					      dq_ld(dt, base, ro + st + i) + dq_level(tab, lvs, idx[i]));
+				idx += L;
+				continue;
+			}
+			dq_positions(rkey, grp, L, kk, pos);
+			for (uint32_t j = 0; j < kk; j++) {
+				size_t i = ro + st + pos[j];
+
+				dq_st(dt, out, i, dq_ld(dt, base, i) + dq_level(tab, lvs, idx[j]));
+			}
+			idx += kk;
+		}
+	}
+}
+
+#define DQ_APPLY(dt)                                                                               \
+	static void dq_apply_##dt(uint8_t *out, const uint8_t *base, const dq_hdr *h,              \
+				  const uint16_t *idx, const float *lut, const uint8_t *lv)        \
+	{                                                                                          \
+		if (lut)                                                                           \
+			dq_apply(dt, 1, out, base, h, idx, lut, lv);                               \
+		else                                                                               \
+			dq_apply(dt, 0, out, base, h, idx, lut, lv);                               \
+	}
+DQ_APPLY(DT_F32)
+DQ_APPLY(DT_F16)
+DQ_APPLY(DT_BF16)
+
+int dq_decode(cx_ctx *cx, void *dst, size_t n, const void *blob, size_t blen, const void *base)
+{
+	const uint8_t *b = blob;
+	size_t esize, krow, nk, srows, nsets, nlev, lvoff, hl, ll, nlut;
+	uint8_t *planes;
+	uint16_t *idx;
+	float *lut = NULL;
+	dq_hdr h;
+	int rc;
+
+	if (!cx || (!dst && n))
+		return -EINVAL;
+	if (dq_parse(b, blen, &h))
+		return -EBADMSG;
+	if (!base)
+		return -EINVAL;
+	esize = dq_esize((dt_id)h.dt);
+	if (h.cols > n / esize || h.nr > n / esize / h.cols || h.nr * h.cols * esize != n)
+		return -EBADMSG;
+	krow = dq_row_kept(h.cols, (uint32_t)h.g, (uint32_t)h.keep);
+	nk = h.nr * krow;
+	srows = h.srows < h.nr ? h.srows : h.nr;
+	nsets = (h.nr + srows - 1) / srows;
+	nlev = dq_nlev_stored(h.quant, h.bits);
+	lvoff = h.off;
+	if (nsets * nlev * 4 > blen - lvoff)
+		return -EBADMSG;
+	h.srows = srows;
+	h.off += nsets * nlev * 4;
+	hl = dq_plane_len(nk, h.bits - h.lo);
+	ll = h.lo ? dq_plane_len(nk, h.lo) : 0;
+	planes = cx_scratch(cx, DQ_S_PLANES, hl + ll + 2 * DQ_PAD);
+	idx = cx_scratch(cx, DQ_S_IDX, nk * sizeof *idx);
+	if (!planes || !idx)
+		return -ENOMEM;
+	if ((rc = dq_get_plane(cx, b, blen, &h.off, planes, hl)))
+		return rc;
+	if (h.lo && (rc = dq_get_plane(cx, b, blen, &h.off, planes + hl + DQ_PAD, ll)))
+		return rc;
+	if (h.off != blen)
+		return -EBADMSG;
+	if (h.bits <= 8) {
+		nlut = (size_t)1 << h.bits;
+		lut = cx_scratch(cx, DQ_S_LUT, nsets * nlut * sizeof *lut);
+		if (!lut)
+			return -ENOMEM;
+		for (size_t s = 0; s < nsets; s++) {
+			const uint8_t *lv = b + lvoff + s * nlev * 4;
+			float mn, st;
+
+			if (h.quant == DQ_Q_KMEANS) {
+				memcpy(lut + s * nlut, lv, nlut * 4);
+				continue;
+			}
+			memcpy(&mn, lv, 4);
+			memcpy(&st, lv + 4, 4);
+			for (size_t j = 0; j < nlut; j++)
+				lut[s * nlut + j] = dq_ulevel(mn, st, (uint32_t)j);
+		}
+	}
+	dq_unpack(idx, planes, nk, h.bits - h.lo, 0);
+	if (h.lo)
+		dq_unpack(idx, planes + hl + DQ_PAD, nk, h.lo, 1);
+	memcpy(dst, base, n);
+	switch (h.dt) {
+	case DT_F32: dq_apply_DT_F32(dst, base, &h, idx, lut, b + lvoff); break;
+	case DT_F16: dq_apply_DT_F16(dst, base, &h, idx, lut, b + lvoff); break;
+	default: dq_apply_DT_BF16(dst, base, &h, idx, lut, b + lvoff); break;
+	}
+	return 0;
+}
+
+static int dq_needs_base(const uint8_t *b, size_t blen)
+{
+	dq_hdr h;
+
+	return dq_parse(b, blen, &h) ? -EBADMSG : 1;
+}
+
+const struct cx_codec_ops dq_ops = {
+	.decode = dq_decode,
+	.needs_base = dq_needs_base,
+};
+
+/* ---- parameter search ------------------------------------------------------------------------ */
+
+#define DQ_TOL 0.05          /* sample estimates must land this close; the real bytes within 10% */
+#define DQ_SAMPLE (1u << 18) /* elements the search encodes per candidate */
+#define DQ_MAXBLK 8
+#define DQ_MAXEV 512
+
+typedef struct dq_eval {
+	dq_params p;
+	double err;   /* selection metric: squared relative output (or delta) error */
+	double bytes; /* estimated (sample) or real bytes of the whole matrix */
+} dq_eval;
+
+typedef struct dq_pc {
+	cx_ctx *cx;
+	const uint8_t *ft, *base;
+	dt_id dt;
+	unsigned esize;
+	size_t rows, cols, crow;
+	const float *X;
+	size_t nprobe;
+	double orig, target; /* bytes; target 0: no size constraint */
+	size_t nblk, blk0[DQ_MAXBLK], blkn[DQ_MAXBLK], srow; /* sample blocks; srow: rows in them */
+	uint8_t *blob, *dec;
+	size_t blobcap;
+	float *w, *e; /* a row of W_ft and of the delta's error */
+	dq_eval ev[DQ_MAXEV];
+	size_t nev;
+} dq_pc;
+
+static double dq_dot(const float *a, const float *b, size_t n)
+{
+	float acc[8] = { 0 };
+	double s = 0;
+	size_t i = 0;
+
+	for (; i + 8 <= n; i += 8)
+		for (int j = 0; j < 8; j++)
+			acc[j] += a[i + j] * b[i + j];
+	for (int j = 0; j < 8; j++)
+		s += acc[j];
+	for (; i < n; i++)
+		s += (double)a[i] * b[i];
+	return s;
+}
+
+static float dq_ldr(dt_id dt, const uint8_t *p, size_t i)
+{
+	return dt == DT_F32 ? dq_ld(DT_F32, p, i) : dt == DT_F16 ? dq_ld(DT_F16, p, i) : dq_ld(DT_BF16, p, i);
+}
+
+/* Accumulate over rows r0..r0+nr-1, decoded into dec: acc[0] ||dW - dW'||^2, acc[1] ||dW||^2,
+ * acc[2] ||X (dW - dW')^T||^2, acc[3] ||X W_ft^T||^2. */
+static void dq_errs(dq_pc *pc, size_t r0, size_t nr, const uint8_t *dec, double acc[4])
+{
+	const size_t cols = pc->cols;
+
+	for (size_t r = 0; r < nr; r++) {
+		const size_t i0 = (r0 + r) * cols;
+
+		for (size_t c = 0; c < cols; c++) {
+			float w = dq_ldr(pc->dt, pc->ft, i0 + c), b = dq_ldr(pc->dt, pc->base, i0 + c);
+			float d = w - b, dd = dq_ldr(pc->dt, dec, r * cols + c) - b;
+
+			pc->w[c] = w;
+			pc->e[c] = d - dd;
+			acc[0] += (double)pc->e[c] * pc->e[c];
+			acc[1] += (double)d * d;
+		}
+		for (size_t p = 0; p < pc->nprobe; p++) {
+			double ye = dq_dot(pc->X + p * cols, pc->e, cols);
+			double yw = dq_dot(pc->X + p * cols, pc->w, cols);
+
+			acc[2] += ye * ye;
+			acc[3] += yw * yw;
+		}
+	}
+}
+
+/* Header and level bytes of the chunk of nr rows at r0: known without encoding. */
+static size_t dq_fixed_bytes(const dq_params *p, size_t cols, size_t r0, size_t nr)
+{
+	size_t srows = p->srows < nr ? p->srows : nr;
+
+	return dq_hdr_len(p, cols, r0, nr, srows) +
+	       (nr + srows - 1) / srows * dq_nlev_stored(p->quant, p->bits) * 4;
+}
+
+static double dq_fixed_all(const dq_pc *pc, const dq_params *p)
+{
+	double f = 0;
+
+	for (size_t r0 = 0; r0 < pc->rows; r0 += pc->crow)
+		f += (double)dq_fixed_bytes(p, pc->cols, r0,
+					    pc->rows - r0 < pc->crow ? pc->rows - r0 : pc->crow);
+	return f;
+}
+
+/* Encode + decode rows [r0, r0 + nr); adds the blob size to *bytes, the errors to acc. */
+static int dq_run(dq_pc *pc, const dq_params *p, size_t r0, size_t nr, double *bytes, double acc[4])
+{
+	const size_t off = r0 * pc->cols * pc->esize, n = nr * pc->cols * pc->esize;
+	ssize_t z = dq_encode(pc->cx, pc->blob, pc->blobcap, pc->ft + off, pc->base + off, pc->dt,
+			      pc->cols, r0, nr, p);
+	int rc;
+
+	if (z < 0)
+		return (int)z;
+	if ((rc = dq_decode(pc->cx, pc->dec, n, pc->blob, (size_t)z, pc->base + off)))
+		return rc;
+	*bytes += (double)z;
+	dq_errs(pc, r0, nr, pc->dec, acc);
+	return 0;
+}
+
+static double dq_metric(const dq_pc *pc, const double acc[4])
+{
+	if (pc->nprobe)
+		return acc[3] > 0 ? acc[2] / acc[3] : acc[2];
+	return acc[1] > 0 ? acc[0] / acc[1] : acc[0];
+}
+
+/* Evaluate p on the sample blocks; record it. */
+static int dq_try(dq_pc *pc, const dq_params *p, dq_eval **out)
+{
+	double acc[4] = { 0 }, bytes = 0, fixed = 0;
+	dq_eval *ev;
+	int rc;
+
+	for (size_t i = 0; i < pc->nev; i++)
+		if (!memcmp(&pc->ev[i].p, p, sizeof *p)) {
+			*out = &pc->ev[i];
+			return 0;
+		}
+	if (pc->nev == DQ_MAXEV)
+		return -ENOMEM;
+	for (size_t i = 0; i < pc->nblk; i++) {
+		if ((rc = dq_run(pc, p, pc->blk0[i], pc->blkn[i], &bytes, acc)))
+			return rc;
+		fixed += (double)dq_fixed_bytes(p, pc->cols, pc->blk0[i], pc->blkn[i]);
+	}
+	ev = &pc->ev[pc->nev++];
+	ev->p = *p;
+	ev->err = dq_metric(pc, acc);
+	ev->bytes = dq_fixed_all(pc, p) + (bytes - fixed) * (double)pc->rows / (double)pc->srow;
+	*out = ev;
+	return 0;
+}
+
+static int dq_fits(const dq_pc *pc, double bytes, double tol)
+{
+	return !pc->target || fabs(pc->target / bytes - 1) <= tol;
+}
+
+/* keep that moves ev's bytes to the target, assuming plane bytes proportional to the kept count */
+static uint32_t dq_rekeep(const dq_pc *pc, const dq_eval *ev)
+{
+	double f = dq_fixed_all(pc, &ev->p), k;
+
+	if (ev->bytes <= f || pc->target <= f)
+		return 1;
+	k = ev->p.keep * (pc->target - f) / (ev->bytes - f);
+	return k < 1 ? 1 : k > ev->p.group ? ev->p.group : (uint32_t)lrint(k);
+}
+
+/* Try p with keep free: start at kstart, then move keep toward the target twice. */
+static int dq_try_keep(dq_pc *pc, dq_params p, uint32_t kstart, int keep_free, dq_eval **best)
+{
+	dq_eval *ev;
+	int rc;
+
+	p.keep = kstart;
+	for (int i = 0; i < 3; i++) {
+		uint32_t k;
+
+		if ((rc = dq_try(pc, &p, &ev)))
+			return rc;
+		if (!*best || (dq_fits(pc, ev->bytes, DQ_TOL) &&
+			       (!dq_fits(pc, (*best)->bytes, DQ_TOL) || ev->err < (*best)->err)))
+			*best = ev;
+		if (!keep_free || dq_fits(pc, ev->bytes, DQ_TOL / 2))
+			break;
+		k = dq_rekeep(pc, ev);
+		if (k == p.keep)
+			break;
+		p.keep = k;
+	}
+	return 0;
+}
+
+/* The best fitting candidate of the evaluated ones, else the one closest to the target. */
+static dq_eval *dq_pick(dq_pc *pc, double tol)
+{
+	dq_eval *b = NULL, *c = NULL;
+
+	for (size_t i = 0; i < pc->nev; i++) {
+		dq_eval *e = &pc->ev[i];
+
+		if (dq_fits(pc, e->bytes, tol) && (!b || e->err < b->err))
+			b = e;
+		if (!c || fabs(log(pc->target / e->bytes)) < fabs(log(pc->target / c->bytes)))
+			c = e;
+	}
+	return b ? b : c;
+}
+
+static uint32_t dq_keep_for(const dq_params *fx, uint32_t g)
+{
+	long k;
+
+	if (fx->keep)
+		return fx->keep;
+	k = lrint((double)fx->keep_frac * g);
+	return k < 1 ? 1 : k > (long)g ? g : (uint32_t)k;
+}
+
+/* Encode every chunk for real; fill st. */
+static int dq_full(dq_pc *pc, const dq_params *p, dq_stats *st)
+{
+	double acc[4] = { 0 }, bytes = 0;
+	int rc;
+
+	for (size_t r0 = 0; r0 < pc->rows; r0 += pc->crow)
+		if ((rc = dq_run(pc, p, r0, pc->rows - r0 < pc->crow ? pc->rows - r0 : pc->crow, &bytes,
+				 acc)))
+			return rc;
+	st->bytes = (uint64_t)bytes;
+	st->bits_per_weight = 8 * bytes / ((double)pc->rows * pc->cols);
+	st->delta_rel_err = acc[1] > 0 ? sqrt(acc[0] / acc[1]) : 0;
+	st->output_rel_err = pc->nprobe && acc[3] > 0 ? sqrt(acc[2] / acc[3]) : 0;
+	return 0;
+}
+
+static int dq_check_fixed(const dq_params *f)
+{
+	if (f->group > DQ_GROUP_MAX || (f->group && f->keep > f->group) || !(f->keep_frac >= 0) ||
+	    f->keep_frac > 1 || f->bits > 16 || f->quant > DQ_Q_ZERO ||
+	    (f->quant == DQ_Q_KMEANS && f->bits > DQ_KMEANS_MAXBITS) ||
+	    (f->quant == DQ_Q_ZERO && f->bits == 1) || f->split > 17 ||
+	    (f->bits && f->split > f->bits) || f->rescale > DQ_RESCALE_NONE)
+		return -EINVAL;
+	return 0;
+}
+
+static int dq_search(dq_pc *pc, const dq_params *fx, dq_params *out, dq_stats *st)
+{
+	static const uint8_t qs[] = { DQ_Q_KMEANS, DQ_Q_UNIFORM, DQ_Q_ZERO };
+	static const uint8_t bs[] = { 1, 2, 3, 4, 5, 6, 8, 12, 16 };
+	const int keep_free = !fx->keep && !fx->keep_frac;
+	size_t srs[3] = { 1, 8, pc->crow }, nsr = fx->srows ? 1 : pc->crow > 8 ? 3 : pc->crow > 1 ? 2 : 1;
+	uint32_t g0 = fx->group;
+	dq_eval *best = NULL, *top[3] = { NULL, NULL, NULL };
+	dq_params p = *fx;
+	int rc;
+
+	if (fx->srows)
+		srs[0] = fx->srows;
+	if (!g0) { /* 128, or the power of two at or above a narrower row */
+		g0 = 128;
+		while (g0 > 8 && g0 / 2 >= pc->cols)
+			g0 /= 2;
+		if (fx->keep > g0)
+			g0 = fx->keep;
+	}
+	p.group = g0;
+	p.rescale = fx->rescale ? fx->rescale : DQ_RESCALE_FULL;
+
+	/* Stage 1: quantiser x bits x level-set rows at group g0, keep moved to the target. */
+	for (size_t qi = 0; qi < sizeof qs; qi++)
+		for (size_t bi = 0; bi < sizeof bs; bi++)
+			for (size_t si = 0; si < nsr; si++) {
+				dq_eval *b = NULL;
+
+				p.quant = fx->quant ? fx->quant : qs[qi];
+				p.bits = fx->bits ? fx->bits : bs[bi];
+				p.srows = (uint32_t)srs[si];
+				if ((fx->quant && qi) || (fx->bits && bi) ||
+				    (p.quant == DQ_Q_KMEANS && p.bits > DQ_KMEANS_MAXBITS) ||
+				    (p.quant == DQ_Q_ZERO && p.bits < 2) ||
+				    (fx->split && fx->split > p.bits))
+					continue;
+				rc = dq_try_keep(pc, p, keep_free ? g0 : dq_keep_for(fx, g0), keep_free, &b);
+				if (rc)
+					return rc;
+				if (!dq_fits(pc, b->bytes, DQ_TOL))
+					continue;
+				for (int t = 0; t < 3; t++) /* keep the three best configurations */
+					if (!top[t] || b->err < top[t]->err) {
+						memmove(top + t + 1, top + t, (size_t)(2 - t) * sizeof *top);
+						top[t] = b;
+						break;
+					}
+			}
+
+	/* Stage 2: every group size for the three best (pc->ev only grows: top[] stays valid). */
+	for (int t = 0; t < 3 && top[t] && !fx->group; t++) {
+		dq_params q = top[t]->p;
+		double frac = (double)q.keep / q.group;
+
+		for (uint32_t g = 8; g <= DQ_GROUP_MAX && g / 2 < pc->cols; g *= 2) {
+			dq_eval *b = NULL;
+			long k = lrint(frac * g);
+
+			if (g == g0)
+				continue;
+			q.group = g;
+			k = keep_free ? (k < 1 ? 1 : k > (long)g ? (long)g : k) : (long)dq_keep_for(fx, g);
+			if ((rc = dq_try_keep(pc, q, (uint32_t)k, keep_free, &b)))
+				return rc;
+		}
+	}
+
+	/* Stage 3: the rescale exponent of the best. */
+	best = dq_pick(pc, DQ_TOL);
+	if (!fx->rescale && best->p.keep < best->p.group) {
+		dq_params q = best->p;
+		dq_eval *b;
+
+		for (uint8_t r = DQ_RESCALE_HALF; r <= DQ_RESCALE_NONE; r++) {
+			q.rescale = r;
+			if ((rc = dq_try(pc, &q, &b)))
+				return rc;
+		}
+		best = dq_pick(pc, DQ_TOL);
+	}
+
+	/* Real bytes: move keep until within 10% (the sample may mispredict a little). */
+	p = best->p;
+	for (int i = 0; i < 6; i++) {
+		dq_eval e = { .p = p };
+		uint32_t k;
+
+		if ((rc = dq_full(pc, &p, st)))
+			return rc;
+		*out = p;
+		out->keep_frac = (float)p.keep / (float)p.group;
+		if (dq_fits(pc, (double)st->bytes, 0.10) || !keep_free)
+			break;
+		e.bytes = (double)st->bytes;
+		k = dq_rekeep(pc, &e);
+		if (k == p.keep)
+			k = st->bytes > pc->target ? p.keep - (p.keep > 1) : p.keep + (p.keep < p.group);
+		if (k == p.keep)
+			break;
+		p.keep = k;
+	}
+	return dq_fits(pc, (double)st->bytes, 0.10) ? 0 : -ERANGE;
+}
+
+int dq_plan(cx_ctx *cx, const void *ft, const void *base, dt_id dt, size_t rows, size_t cols,
+	    const float *X, size_t nprobe, double ratio, const dq_params *fixed, dq_params *out,
+	    dq_stats *st)
+{
+	dq_params fx = { 0 };
+	dq_pc *pc;
+	size_t es = dq_esize(dt), srow = 0;
+	int rc, size_free;
+
+	if (fixed)
+		fx = *fixed;
+	if (!cx || !out || !st || !es || (nprobe && !X) || dq_check_fixed(&fx))
+		return -EINVAL;
+	size_free = !(fx.group && (fx.keep || fx.keep_frac) && fx.bits);
+	if (size_free && !(ratio > 1))
+		return -EINVAL;
+	if (!rows || !cols)
+		return -EDOM;
+	if (!ft || !base)
+		return -EINVAL;
+	for (size_t i = 0; i < rows * cols; i++) {
+		float a = dq_ldr(dt, ft, i), b = dq_ldr(dt, base, i);
+
+		if (!isfinite(a) || !isfinite(b) || !(fabsf(a - b) <= DQ_DELTA_MAX))
+			return -EDOM;
+	}
+	pc = calloc(1, sizeof *pc);
+	if (!pc)
+		return -ENOMEM;
+	*pc = (dq_pc){ .cx = cx, .ft = ft, .base = base, .dt = dt, .esize = (unsigned)es,
+		       .rows = rows, .cols = cols, .crow = dq_chunk_rows(cols, (unsigned)es),
+		       .X = X, .nprobe = nprobe, .orig = (double)rows * cols * es };
+	pc->target = size_free ? pc->orig / ratio : 0;
+	if (pc->crow > rows)
+		pc->crow = rows;
+	if (rows * cols <= 2 * DQ_SAMPLE && (rows + pc->crow - 1) / pc->crow <= DQ_MAXBLK) {
+		/* small: the sample is the matrix, chunk by chunk, so the estimate is exact */
+		for (size_t r0 = 0; r0 < rows; r0 += pc->crow, pc->nblk++) {
+			pc->blk0[pc->nblk] = r0;
+			pc->blkn[pc->nblk] = rows - r0 < pc->crow ? rows - r0 : pc->crow;
+		}
+	} else {
+		size_t br = DQ_SAMPLE / 4 / cols;
+
+		br = br < 1 ? 1 : br > pc->crow ? pc->crow : br;
+		for (size_t i = 0; i < 4; i++, pc->nblk++) {
+			pc->blk0[i] = i * (rows - br) / 3;
+			pc->blkn[i] = br;
+		}
+	}
+	for (size_t i = 0; i < pc->nblk; i++)
+		srow += pc->blkn[i];
+	pc->srow = srow;
+	pc->blobcap = dq_bound(pc->crow, cols, (unsigned)es);
+	pc->blob = malloc(pc->blobcap);
+	pc->dec = malloc(pc->crow * cols * es);
+	pc->w = malloc(2 * cols * sizeof(float));
+	pc->e = pc->w ? pc->w + cols : NULL;
+	rc = pc->blob && pc->dec && pc->w ? dq_search(pc, &fx, out, st) : -ENOMEM;
+	free(pc->blob);
+	free(pc->dec);
+	free(pc->w);
+	free(pc);
+	return rc;
+}

@@ -1,0 +1,132 @@
+/*
+ * deltadq.h -- DeltaDQ: lossy delta of a fine-tuned weight matrix against its base, by group-wise
+ * dropout and separate quantization (Jiang et al., arXiv 2410.08666; see ../shared/SEEDS.md).
+ *
+ * Applies to 2-D matrices W[rows][cols] (safetensors [out, in], y = W x) of dtype F32, F16 or BF16
+ * that have a base of the same dtype and shape. Everything else stays lossless.
+ *
+ * Method, per matrix (dq_plan chooses the parameters, dq_encode writes one chunk of whole rows):
+ *   1. delta d = ft - base, in float.
+ *   2. Group-wise dropout: each row is cut into groups of `group` consecutive input elements (the
+ *      last group of a row may be shorter, length L); exactly `keep` of each full group are kept,
+ *      ceil(keep * L / group) of a short one. The kept positions come from a keyed bijection of
+ *      the group's indices (deltadq.c, dq_positions) keyed by (seed, absolute row, group index),
+ *      so they cost nothing on disk and any chunk decodes alone.
+ *      Kept values are multiplied by (L / kept)^a: a = 1 keeps the expected product (DARE's
+ *      rescale); the plan also tries a = 1/2 and 0 because, for uncorrelated terms, the unbiased
+ *      rescale adds variance (the squared output error grows by (1/q - 1) of the delta's instead
+ *      of (1 - q)), and picks by measured output error. The factor is folded into the levels: it
+ *      costs no byte.
+ *   3. Quantization of the kept values to `bits` bits, one level set per `srows` rows:
+ *      DQ_Q_UNIFORM: 2^bits evenly spaced levels from the set's min to max (f32 min and step);
+ *      DQ_Q_ZERO:    2^bits - 1 levels j * step around an exact zero, the step that minimises the
+ *                    squared error (stored as uniform: min = -K * step, step);
+ *      DQ_Q_KMEANS:  2^bits levels by 1-D k-means (Lloyd on the sorted values with prefix sums,
+ *                    so one iteration is O(2^bits log n)); stored as a table of f32 levels.
+ *   4. Separate quantization: the level indices are split into a high plane (bits - lo bits
+ *      each) and a low plane (lo bits each), each packed densely and zstd-compressed on its own
+ *      (or stored raw when zstd does not shrink it), so each plane gets its own entropy table.
+ *      The encoder tries lo = 0 (one plane) and lo = bits / 2 and keeps the smaller.
+ *
+ * The choices and their figures are at the top of deltadq.c (measured with
+ * tests/deltadq/bench_deltadq.c).
+ *
+ * Blob layout (all little-endian; vu = unsigned LEB128 varint, at most 10 bytes):
+ *     u8 CX_MAGIC, u8 CX_DELTADQ, u8 DQ_VERSION, u8 quantizer (DQ_Q_UNIFORM, _KMEANS, _ZERO)
+ *     u8 dtype, u8 bits (1..16; DQ_Q_KMEANS: 1..DQ_KMEANS_MAXBITS), u8 lo (0..bits-1)
+ *     vu cols, vu r0, vu nr, vu group (1..DQ_GROUP_MAX), vu keep (1..group), vu srows, vu seed
+ *     levels: for each of ceil(nr / srows) sets: UNIFORM, ZERO: f32 min, f32 step;
+ *                                               KMEANS: 2^bits f32 levels, ascending
+ *     hi plane, then lo plane if lo > 0: vu clen, then clen bytes of one zstd frame, or, if
+ *             clen == 0, the plane raw; a plane's decoded size follows from the fields above
+ * and nothing after. Decoding writes, for each kept position, round(base + level[index]) into
+ * the dtype (round-to-nearest-even from the float sum; F32 adds in float) and copies the base's
+ * bit pattern everywhere else. A level of the uniform quantizer is (float)(min + j * step) in
+ * double, where j * step is exact, so the value is the same with or without fused multiply-add:
+ * decode gives the same bytes on every machine.
+ *
+ * Errors: 0 (or a byte count) / negative errno, as codec.h. -EDOM means "not for this codec":
+ * a non-finite value in ft or base, a difference beyond 2^100 in magnitude (it could overflow a
+ * level's step), or an empty matrix. The caller then stores the tensor lossless.
+ */
+#ifndef DELTAFS_CODEC_DELTADQ_H
+#define DELTAFS_CODEC_DELTADQ_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "codec.h"
+#include "dtype.h"
+
+#define DQ_VERSION 1
+#define DQ_GROUP_MAX 1024    /* largest dropout group */
+#define DQ_KMEANS_MAXBITS 8  /* a k-means level table holds 2^bits f32 */
+
+enum { DQ_Q_AUTO = 0, DQ_Q_UNIFORM = 1, DQ_Q_KMEANS = 2, DQ_Q_ZERO = 3 };        /* quant */
+enum { DQ_RESCALE_AUTO = 0, DQ_RESCALE_FULL = 1, DQ_RESCALE_HALF = 2, DQ_RESCALE_NONE = 3 }; /* rescale */
+#define DQ_SPLIT_AUTO 0 /* split: 0 = the encoder keeps the smaller; else 1 + lo (1 = one plane) */
+
+/* Parameters of one matrix. In dq_plan's `fixed`, a zero field means "choose"; in dq_encode every
+ * field must be set except split and rescale (AUTO: smaller of the two splits; full rescale). */
+typedef struct dq_params {
+	uint32_t group;  /* dropout group size along a row, 1..DQ_GROUP_MAX */
+	uint32_t keep;   /* kept per full group, 1..group (keep == group: no dropout) */
+	float keep_frac; /* dq_plan only: fixes keep = max(1, round(keep_frac * group)) for whatever
+			    group it picks; (0, 1]; 1 = no dropout (`--drop P` is 1 - P) */
+	uint8_t bits;    /* bits per kept value */
+	uint8_t quant;   /* DQ_Q_UNIFORM, DQ_Q_KMEANS (bits <= 8) or DQ_Q_ZERO (bits >= 2) */
+	uint8_t split;   /* DQ_SPLIT_AUTO or 1 + bits of the low plane */
+	uint8_t rescale; /* DQ_RESCALE_*: exponent a = 1, 1/2, 0 of the (L / kept) factor */
+	uint32_t srows;  /* rows sharing one level set (capped at the chunk's rows) */
+	uint32_t seed;   /* dropout PRNG seed */
+} dq_params;
+
+/* Quality and size of one matrix as dq_plan measured it on the real encode + decode. */
+typedef struct dq_stats {
+	double delta_rel_err;   /* ||dW - dW'|| / ||dW|| (0 if dW == 0) */
+	double output_rel_err;  /* ||X dW^T - X dW'^T|| / ||X W_ft^T|| (0 without probes) */
+	double bits_per_weight; /* 8 * bytes / (rows * cols) */
+	uint64_t bytes;         /* sum of the blob sizes of every chunk, headers included */
+} dq_stats;
+
+/* Rows per chunk for a matrix with `cols` columns of esize-byte elements: about 512 KiB of
+ * original bytes (so the mount decodes little per read), at least 1. Chunk c is rows
+ * [c * dq_chunk_rows, ...) and dq_plan counts bytes over exactly these chunks. */
+size_t dq_chunk_rows(size_t cols, unsigned esize);
+
+/* Choose parameters for the whole matrix ft[rows][cols] against base (same dtype dt, same shape)
+ * so that rows * cols * esize / (bytes of all chunk blobs) is within 10% of `ratio`, with the
+ * smallest output error on the probe rows X[nprobe][cols] (row-major; Gaussian or calibration
+ * inputs; with nprobe == 0 the delta error is minimised instead). Fields of `fixed` (may be NULL)
+ * that are non-zero are kept as given; with group, keep (or keep_frac) and bits all fixed, ratio
+ * is ignored (may be 0). Fills *out (ready for dq_encode) and *st from the real encode and decode
+ * of every chunk. Thread-safe for distinct cx; no global state.
+ * Returns 0; -EDOM (non-finite value, or rows or cols 0: store the tensor lossless); -ERANGE when
+ * no choice lands within 10% of ratio (*out and *st then hold the closest one found); -EINVAL
+ * (bad arguments: dtype not F32/F16/BF16, ratio <= 1 with something left to choose, fixed fields
+ * out of range); -ENOMEM. */
+int dq_plan(cx_ctx *cx, const void *ft, const void *base, dt_id dt, size_t rows, size_t cols,
+	    const float *X, size_t nprobe, double ratio, const dq_params *fixed, dq_params *out,
+	    dq_stats *st);
+
+/* Largest blob dq_encode can write for a chunk of nr rows of `cols` esize-byte elements. */
+size_t dq_bound(size_t nr, size_t cols, unsigned esize);
+
+/* Encode rows r0..r0+nr-1 of a matrix with `cols` columns: ft and base point at those rows
+ * (nr * cols elements of dtype dt each). Returns the blob size (> 0); -EDOM (non-finite value);
+ * -EINVAL (bad params, nr or cols 0); -ENOBUFS (cap too small; cap >= dq_bound always fits);
+ * -ENOMEM. Uses cx's scratch buffers and compression context. */
+ssize_t dq_encode(cx_ctx *cx, void *dst, size_t cap, const void *ft, const void *base, dt_id dt,
+		  size_t cols, size_t r0, size_t nr, const dq_params *p);
+
+/* Decode a CX_DELTADQ blob into exactly n = nr * cols * esize bytes at dst, given the decoded base
+ * rows (n bytes). Returns 0, -EBADMSG for any malformed or inconsistent blob (never reads or
+ * writes out of bounds), -EINVAL (base NULL), -ENOMEM. After the first call with a given chunk
+ * shape, allocates nothing. */
+int dq_decode(cx_ctx *cx, void *dst, size_t n, const void *blob, size_t blen, const void *base);
+
+/* Fill p (all fields) from a blob's header, for `deltafs info`. Returns 0 or -EBADMSG. */
+int dq_blob_params(const void *blob, size_t blen, dq_params *p);
+
+#endif

@@ -1,0 +1,536 @@
+/*
+ * test_deltadq.c -- unit tests of the DeltaDQ codec (codec/deltadq.h).
+ *
+ * One program, one case per argv[1] (meson registers each as its own test), on small synthetic
+ * matrices: a base of N(0, 1) weights and a fine-tune that adds a delta of N(0, 0.01^2) plus a
+ * rank-2 component, so the delta has the row/column structure real fine-tunes have and the output
+ * error depends on how the dropout is placed. Every case checks properties that fail if the codec
+ * is wrong; none measures time.
+ */
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "codec.h"
+#include "deltadq.h"
+
+#define CHECK(c)                                                                                   \
+	do {                                                                                       \
+		if (!(c)) {                                                                        \
+			fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #c);      \
+			exit(1);                                                                   \
+		}                                                                                  \
+	} while (0)
+
+/* ---- data ------------------------------------------------------------------------------------ */
+
+static uint64_t rng_s = 0x1234567;
+
+static double urand(void)
+{
+	rng_s ^= rng_s << 13;
+	rng_s ^= rng_s >> 7;
+	rng_s ^= rng_s << 17;
+	return ((rng_s >> 11) + 0.5) * 0x1p-53;
+}
+
+static double grand(void)
+{
+	return sqrt(-2 * log(urand())) * cos(6.283185307179586 * urand());
+}
+
+static float ld(dt_id dt, const void *p, size_t i)
+{
+	const uint8_t *b = p;
+	uint16_t h;
+	uint32_t u;
+	float f;
+
+	if (dt == DT_F32) {
+		memcpy(&f, b + 4 * i, 4);
+		return f;
+	}
+	memcpy(&h, b + 2 * i, 2);
+	if (dt == DT_BF16) {
+		u = (uint32_t)h << 16;
+		memcpy(&f, &u, 4);
+		return f;
+	}
+	return (float)ldexp((h & 0x7c00) ? (double)((h & 0x3ff) | 0x400) : (double)(h & 0x3ff),
+			    (h & 0x7c00) ? ((h >> 10) & 0x1f) - 25 : -24) *
+	       ((h & 0x8000) ? -1.0f : 1.0f);
+}
+
+/* Truncating conversions are fine for test data: the codec sees whatever bits we give it. */
+static void st(dt_id dt, void *p, size_t i, float v)
+{
+	uint8_t *b = p;
+	uint32_t u;
+	uint16_t h;
+
+	if (dt == DT_F32) {
+		memcpy(b + 4 * i, &v, 4);
+		return;
+	}
+	if (dt == DT_BF16) {
+		memcpy(&u, &v, 4);
+		h = (uint16_t)(u >> 16);
+	} else {
+		double a = fabs(v);
+		int e;
+
+		frexp(a, &e); /* a = m * 2^e, m in [0.5, 1) */
+		if (a < 0x1p-14)
+			h = (uint16_t)(a * 0x1p24);
+		else
+			h = (uint16_t)((e + 14) << 10 | ((uint32_t)(ldexp(a, 11 - e)) & 0x3ff));
+		h |= v < 0 ? 0x8000 : 0;
+	}
+	memcpy(b + 2 * i, &h, 2);
+}
+
+typedef struct mat {
+	dt_id dt;
+	size_t rows, cols;
+	void *base, *ft;
+} mat;
+
+static mat mk(dt_id dt, size_t rows, size_t cols, double scale, uint64_t seed)
+{
+	mat m = { dt, rows, cols, NULL, NULL };
+	size_t es = dt_size(dt);
+	double u[2][4096], v[2][4096];
+
+	CHECK(rows <= 4096 && cols <= 4096);
+	rng_s = seed * 0x9e3779b97f4a7c15ull + 1;
+	m.base = malloc(rows * cols * es + 1);
+	m.ft = malloc(rows * cols * es + 1);
+	CHECK(m.base && m.ft);
+	for (int k = 0; k < 2; k++) {
+		for (size_t r = 0; r < rows; r++)
+			u[k][r] = grand();
+		for (size_t c = 0; c < cols; c++)
+			v[k][c] = grand();
+	}
+	for (size_t r = 0; r < rows; r++)
+		for (size_t c = 0; c < cols; c++) {
+			size_t i = r * cols + c;
+			double b = grand() * 0.05;
+			double d = scale * (grand() + 0.7 * (u[0][r] * v[0][c] + u[1][r] * v[1][c]));
+
+			st(dt, m.base, i, (float)b);
+			st(dt, m.ft, i, ld(dt, m.base, i) + (float)d);
+		}
+	return m;
+}
+
+static void mfree(mat *m)
+{
+	free(m->base);
+	free(m->ft);
+}
+
+static float *probes(size_t n, size_t cols)
+{
+	float *x = malloc(n * cols * sizeof *x);
+
+	CHECK(x);
+	rng_s = 99;
+	for (size_t i = 0; i < n * cols; i++)
+		x[i] = (float)grand();
+	return x;
+}
+
+/* Encode all chunks of m with p; decode each alone into out (whole matrix). Returns total bytes. */
+static size_t roundtrip(cx_ctx *cx, const mat *m, const dq_params *p, void *out)
+{
+	size_t es = dt_size(m->dt), crow = dq_chunk_rows(m->cols, (unsigned)es), total = 0;
+	size_t cap = dq_bound(crow, m->cols, (unsigned)es);
+	uint8_t *blob = malloc(cap);
+
+	CHECK(blob);
+	for (size_t r0 = 0; r0 < m->rows; r0 += crow) {
+		size_t nr = m->rows - r0 < crow ? m->rows - r0 : crow, off = r0 * m->cols * es;
+		ssize_t z = dq_encode(cx, blob, cap, (uint8_t *)m->ft + off, (uint8_t *)m->base + off,
+				      m->dt, m->cols, r0, nr, p);
+
+		CHECK(z > 0 && (size_t)z <= cap);
+		CHECK(cx_needs_base(blob, (size_t)z) == 1);
+		CHECK(dq_decode(cx, (uint8_t *)out + off, nr * m->cols * es, blob, (size_t)z,
+				(uint8_t *)m->base + off) == 0);
+		total += (size_t)z;
+	}
+	free(blob);
+	return total;
+}
+
+/* ---- cases ----------------------------------------------------------------------------------- */
+
+/* No dropout, 16-bit uniform levels: the only error is quantisation, at most half a step (range /
+ * 65535 / 2) of the delta plus half an ulp of the output dtype (the rounding into it). */
+static void t_lossless_limit(void)
+{
+	static const dt_id dts[] = { DT_F32, DT_F16, DT_BF16 };
+	cx_ctx *cx = cx_ctx_new();
+
+	for (size_t t = 0; t < 3; t++) {
+		mat m = mk(dts[t], 48, 96, 0.01, 3);
+		size_t n = m.rows * m.cols, es = dt_size(m.dt);
+		uint8_t *out = malloc(n * es);
+		float *x = probes(8, m.cols);
+		dq_params fx = { .group = 32, .keep = 32, .bits = 16, .quant = DQ_Q_UNIFORM,
+				 .srows = 1, .seed = 5 }, p;
+		dq_stats s;
+
+		CHECK(dq_plan(cx, m.ft, m.base, m.dt, m.rows, m.cols, x, 8, 0, &fx, &p, &s) == 0);
+		CHECK(p.keep == p.group && p.bits == 16);
+		roundtrip(cx, &m, &p, out);
+		for (size_t r = 0; r < m.rows; r++) {
+			float mn = INFINITY, mx = -INFINITY;
+
+			for (size_t c = 0; c < m.cols; c++) {
+				float d = ld(m.dt, m.ft, r * m.cols + c) - ld(m.dt, m.base, r * m.cols + c);
+
+				mn = d < mn ? d : mn;
+				mx = d > mx ? d : mx;
+			}
+			for (size_t c = 0; c < m.cols; c++) {
+				size_t i = r * m.cols + c;
+				float f = ld(m.dt, m.ft, i), o = ld(m.dt, out, i);
+				double ulp = m.dt == DT_F32 ? ldexp(fabs(f), -23) :
+					     m.dt == DT_BF16 ? ldexp(fabs(f), -7) : ldexp(fabs(f), -10);
+
+				CHECK(fabs((double)o - f) <= (mx - mn) / 65535.0 / 2 * 1.001 + ulp + 1e-30);
+			}
+		}
+		CHECK(s.delta_rel_err < (m.dt == DT_F32 ? 1e-4 : 1e-2));
+		CHECK(s.output_rel_err < 1e-3);
+		printf("%s k=16 no dropout: delta err %.2e, output err %.2e, %.2f bits/weight\n",
+		       dt_name(m.dt), s.delta_rel_err, s.output_rel_err, s.bits_per_weight);
+		free(out);
+		free(x);
+		mfree(&m);
+	}
+	cx_ctx_free(cx);
+}
+
+/* The planned ratio lands within 10% of the target, and the errors grow with the ratio. */
+static void t_ratio(dt_id dt, size_t rows, size_t cols)
+{
+	static const double R[] = { 8, 16, 32, 64, 128 };
+	cx_ctx *cx = cx_ctx_new();
+	mat m = mk(dt, rows, cols, 0.01, 7);
+	float *x = probes(16, cols);
+	double prev = 0, orig = (double)rows * cols * dt_size(dt);
+
+	for (size_t i = 0; i < sizeof R / sizeof R[0]; i++) {
+		dq_params p;
+		dq_stats s;
+		uint8_t *out = malloc(rows * cols * dt_size(dt));
+		int rc = dq_plan(cx, m.ft, m.base, dt, rows, cols, x, 16, R[i], NULL, &p, &s);
+		size_t bytes;
+
+		printf("%s %zux%zu R=%g: rc %d, ratio %.2f, g %u keep %u bits %u q %u srows %u rs %u: "
+		       "delta err %.4f output err %.4f\n", dt_name(dt), rows, cols, R[i], rc,
+		       orig / s.bytes, p.group, p.keep, p.bits, p.quant, p.srows, p.rescale,
+		       s.delta_rel_err, s.output_rel_err);
+		CHECK(rc == 0);
+		CHECK(fabs(orig / s.bytes / R[i] - 1) <= 0.10);
+		CHECK(s.output_rel_err > prev);
+		prev = s.output_rel_err;
+		/* the stats are those of what dq_encode writes with the chosen params */
+		bytes = roundtrip(cx, &m, &p, out);
+		CHECK(bytes == s.bytes);
+		free(out);
+	}
+	free(x);
+	mfree(&m);
+	cx_ctx_free(cx);
+}
+
+static void t_ratio_all(void)
+{
+	t_ratio(DT_BF16, 256, 512);
+	t_ratio(DT_F32, 64, 256);
+	t_ratio(DT_F16, 96, 200);
+}
+
+/* Dropout keeps exactly `keep` per full group and ceil(keep * L / g) of a short one, positions
+ * differ between rows, and untouched elements keep the base's exact bits; cols % g != 0. */
+static void t_groups(void)
+{
+	cx_ctx *cx = cx_ctx_new();
+	const size_t rows = 40, cols = 100;
+	const uint32_t g = 32, keep = 5;
+	float *base = calloc(rows * cols, 4), *ft = malloc(rows * cols * 4), *out = malloc(rows * cols * 4);
+	dq_params p = { .group = g, .keep = keep, .bits = 2, .quant = DQ_Q_KMEANS, .srows = 4,
+			.seed = 11 };
+	int differ = 0;
+
+	CHECK(base && ft && out);
+	for (size_t i = 0; i < rows * cols; i++) {
+		base[i] = (i % 3) ? -0.0f : 0.25f;
+		ft[i] = base[i] + 1.0f; /* every kept value quantises to a non-zero level */
+	}
+	mat m = { DT_F32, rows, cols, base, ft };
+	roundtrip(cx, &m, &p, out);
+	for (size_t r = 0; r < rows; r++)
+		for (size_t st0 = 0; st0 < cols; st0 += g) {
+			size_t L = cols - st0 < g ? cols - st0 : g, kk = L == g ? keep : (keep * L + g - 1) / g;
+			size_t n = 0;
+
+			for (size_t c = st0; c < st0 + L; c++) {
+				size_t i = r * cols + c;
+
+				if (memcmp(&out[i], &base[i], 4) == 0)
+					continue;
+				n++;
+				/* rescaled by L / kk (full rescale) */
+				CHECK(fabsf(out[i] - (base[i] + (float)L / kk)) < 1e-5f);
+				if (r && memcmp(&out[i - cols], &base[i - cols], 4) == 0)
+					differ = 1;
+			}
+			CHECK(n == kk);
+		}
+	CHECK(differ);
+	free(base);
+	free(ft);
+	free(out);
+	cx_ctx_free(cx);
+}
+
+/* A chunk of one row, at a large r0, and F16/BF16 rows shorter than a group. */
+static void t_edge(void)
+{
+	cx_ctx *cx = cx_ctx_new();
+	mat m = mk(DT_BF16, 3, 7, 0.01, 9);
+	dq_params p = { .group = 64, .keep = 64, .bits = 8, .quant = DQ_Q_UNIFORM, .srows = 1 };
+	uint8_t blob[4096], out[14];
+	ssize_t z;
+
+	z = dq_encode(cx, blob, sizeof blob, (uint8_t *)m.ft + 14, (uint8_t *)m.base + 14, DT_BF16, 7,
+		      123456789, 1, &p);
+	CHECK(z > 0);
+	CHECK(dq_decode(cx, out, 14, blob, (size_t)z, (uint8_t *)m.base + 14) == 0);
+	for (size_t c = 0; c < 7; c++)
+		CHECK(fabsf(ld(DT_BF16, out, c) - ld(DT_BF16, m.ft, 7 + c)) < 1e-3f);
+	CHECK(dq_decode(cx, out, 12, blob, (size_t)z, m.base) == -EBADMSG); /* wrong size */
+	CHECK(dq_decode(cx, out, 14, blob, (size_t)z, NULL) == -EINVAL);
+	CHECK(dq_encode(cx, blob, 8, m.ft, m.base, DT_BF16, 7, 0, 1, &p) == -ENOBUFS);
+	p.keep = 65;
+	CHECK(dq_encode(cx, blob, sizeof blob, m.ft, m.base, DT_BF16, 7, 0, 1, &p) == -EINVAL);
+	p = (dq_params){ .group = 8, .keep = 8, .bits = 1, .quant = DQ_Q_ZERO, .srows = 1 };
+	CHECK(dq_encode(cx, blob, sizeof blob, m.ft, m.base, DT_BF16, 7, 0, 1, &p) == -EINVAL);
+
+	/* DQ_Q_ZERO has an exact zero level: a zero delta leaves the base's bits alone */
+	float zb[64], zf[64], zo[64];
+
+	for (int i = 0; i < 64; i++) {
+		zb[i] = 0.1f * (float)(i - 32);
+		zf[i] = zb[i] + (i % 5 ? 0.0f : 0.5f);
+	}
+	p = (dq_params){ .group = 16, .keep = 16, .bits = 2, .quant = DQ_Q_ZERO, .srows = 1 };
+	z = dq_encode(cx, blob, sizeof blob, zf, zb, DT_F32, 32, 0, 2, &p);
+	CHECK(z > 0 && dq_decode(cx, zo, sizeof zo, blob, (size_t)z, zb) == 0);
+	for (int i = 0; i < 64; i++)
+		CHECK(i % 5 ? !memcmp(&zo[i], &zb[i], 4) : fabsf(zo[i] - zf[i]) < 0.05f);
+	mfree(&m);
+	cx_ctx_free(cx);
+}
+
+/* NaN/Inf anywhere: not for this codec (-EDOM), the caller stores the tensor lossless. Empty
+ * matrices likewise. */
+static void t_nonfinite(void)
+{
+	cx_ctx *cx = cx_ctx_new();
+	mat m = mk(DT_F32, 16, 32, 0.01, 1);
+	float *x = probes(4, 32);
+	dq_params p, fx = { .group = 8, .keep = 4, .bits = 2, .quant = DQ_Q_KMEANS, .srows = 1 };
+	dq_stats s;
+	uint8_t blob[8192];
+
+	((float *)m.ft)[77] = NAN;
+	CHECK(dq_plan(cx, m.ft, m.base, DT_F32, 16, 32, x, 4, 16, NULL, &p, &s) == -EDOM);
+	CHECK(dq_encode(cx, blob, sizeof blob, m.ft, m.base, DT_F32, 32, 0, 16, &fx) == -EDOM);
+	((float *)m.ft)[77] = 0;
+	((float *)m.base)[3] = -INFINITY;
+	CHECK(dq_plan(cx, m.ft, m.base, DT_F32, 16, 32, x, 4, 16, NULL, &p, &s) == -EDOM);
+	CHECK(dq_encode(cx, blob, sizeof blob, m.ft, m.base, DT_F32, 32, 0, 16, &fx) == -EDOM);
+	((float *)m.base)[3] = 3e38f;
+	((float *)m.ft)[3] = -3e38f;
+	CHECK(dq_plan(cx, m.ft, m.base, DT_F32, 16, 32, x, 4, 16, NULL, &p, &s) == -EDOM);
+	CHECK(dq_plan(cx, m.ft, m.base, DT_F32, 0, 32, x, 4, 16, NULL, &p, &s) == -EDOM);
+	CHECK(dq_plan(cx, m.ft, m.base, DT_F32, 16, 0, x, 4, 16, NULL, &p, &s) == -EDOM);
+	CHECK(dq_plan(cx, m.ft, m.base, DT_I32, 16, 32, x, 4, 16, NULL, &p, &s) == -EINVAL);
+	CHECK(dq_encode(cx, blob, sizeof blob, m.ft, m.base, DT_F32, 32, 0, 0, &fx) == -EINVAL);
+	free(x);
+	mfree(&m);
+	cx_ctx_free(cx);
+}
+
+/* Every truncation of a valid blob, and every single-byte corruption of its header, is rejected
+ * or decodes within bounds (the output buffer has a guard byte; ASan checks reads). */
+static void t_hostile(void)
+{
+	static const uint8_t qs[] = { DQ_Q_UNIFORM, DQ_Q_KMEANS, DQ_Q_UNIFORM, DQ_Q_ZERO };
+	static const uint8_t bs[] = { 3, 4, 12, 3 };
+	cx_ctx *cx = cx_ctx_new();
+	mat m = mk(DT_BF16, 24, 72, 0.01, 4);
+	size_t n = 24 * 72 * 2;
+	uint8_t *out = malloc(n + 1), blob[16384], bad[16384];
+
+	for (size_t t = 0; t < 4; t++) {
+		dq_params p = { .group = 16, .keep = 6, .bits = bs[t], .quant = qs[t], .srows = 5,
+				.seed = 3 };
+		ssize_t z = dq_encode(cx, blob, sizeof blob, m.ft, m.base, DT_BF16, 72, 0, 24, &p);
+
+		CHECK(z > 0);
+		CHECK(cx_decode(cx, out, n, blob, (size_t)z, m.base) == 0);
+		for (size_t len = 0; len < (size_t)z; len++) {
+			memcpy(bad, blob, len); /* an exact-size copy: ASan sees any over-read */
+			out[n] = 0xa5;
+			CHECK(dq_decode(cx, out, n, bad, len, m.base) == -EBADMSG);
+			CHECK(out[n] == 0xa5);
+		}
+		for (size_t i = 0; i < 32 && i < (size_t)z; i++)
+			for (int v = 0; v < 256; v += 7) {
+				int rc;
+
+				memcpy(bad, blob, (size_t)z);
+				bad[i] = (uint8_t)v;
+				out[n] = 0xa5;
+				rc = dq_decode(cx, out, n, bad, (size_t)z, m.base);
+				CHECK(rc == 0 || rc == -EBADMSG);
+				CHECK(out[n] == 0xa5);
+			}
+	}
+	free(out);
+	mfree(&m);
+	cx_ctx_free(cx);
+}
+
+/* Same bytes from every run and every thread count: encode twice, decode the chunks of one
+ * matrix with 1 and with 4 threads, each with its own context. */
+typedef struct job {
+	const mat *m;
+	uint8_t **blobs;
+	size_t *blen, nchunks, crow, first, step;
+	uint8_t *out;
+} job;
+
+static void *decoder(void *arg)
+{
+	job *j = arg;
+	cx_ctx *cx = cx_ctx_new();
+	size_t es = dt_size(j->m->dt);
+
+	CHECK(cx);
+	for (size_t c = j->first; c < j->nchunks; c += j->step) {
+		size_t r0 = c * j->crow, nr = j->m->rows - r0 < j->crow ? j->m->rows - r0 : j->crow;
+		size_t off = r0 * j->m->cols * es;
+
+		CHECK(cx_decode(cx, j->out + off, nr * j->m->cols * es, j->blobs[c], j->blen[c],
+				(uint8_t *)j->m->base + off) == 0);
+	}
+	cx_ctx_free(cx);
+	return NULL;
+}
+
+static void t_determinism(void)
+{
+	cx_ctx *cx = cx_ctx_new();
+	mat m = mk(DT_BF16, 600, 1000, 0.01, 21); /* 1000 cols: 262 rows per chunk, 3 chunks */
+	size_t es = 2, crow = dq_chunk_rows(1000, 2), nch = (600 + crow - 1) / crow;
+	dq_params p = { .group = 64, .keep = 13, .bits = 3, .quant = DQ_Q_KMEANS, .srows = 8,
+			.seed = 77 };
+	uint8_t *blobs[8], *blobs2[8], *o1 = malloc(600 * 1000 * es), *o4 = malloc(600 * 1000 * es);
+	size_t blen[8];
+
+	CHECK(nch > 1 && nch <= 8 && o1 && o4);
+	for (size_t c = 0; c < nch; c++) {
+		size_t r0 = c * crow, nr = 600 - r0 < crow ? 600 - r0 : crow, cap = dq_bound(nr, 1000, 2);
+		ssize_t z1, z2;
+
+		blobs[c] = malloc(cap);
+		blobs2[c] = malloc(cap);
+		z1 = dq_encode(cx, blobs[c], cap, (uint8_t *)m.ft + r0 * 2000, (uint8_t *)m.base + r0 * 2000,
+			       DT_BF16, 1000, r0, nr, &p);
+		z2 = dq_encode(cx, blobs2[c], cap, (uint8_t *)m.ft + r0 * 2000,
+			       (uint8_t *)m.base + r0 * 2000, DT_BF16, 1000, r0, nr, &p);
+		CHECK(z1 > 0 && z1 == z2 && !memcmp(blobs[c], blobs2[c], (size_t)z1));
+		blen[c] = (size_t)z1;
+	}
+	for (int threads = 1; threads <= 4; threads += 3) {
+		pthread_t th[4];
+		job j[4];
+		uint8_t *o = threads == 1 ? o1 : o4;
+
+		memset(o, threads, 600 * 1000 * es);
+		for (int t = 0; t < threads; t++) {
+			j[t] = (job){ &m, blobs, blen, nch, crow, (size_t)t, (size_t)threads, o };
+			CHECK(pthread_create(&th[t], NULL, decoder, &j[t]) == 0);
+		}
+		for (int t = 0; t < threads; t++)
+			pthread_join(th[t], NULL);
+	}
+	CHECK(!memcmp(o1, o4, 600 * 1000 * es));
+	for (size_t c = 0; c < nch; c++) {
+		free(blobs[c]);
+		free(blobs2[c]);
+	}
+	free(o1);
+	free(o4);
+	mfree(&m);
+	cx_ctx_free(cx);
+}
+
+/* Explicit parameters override the search: fixed fields come back as given. */
+static void t_fixed(void)
+{
+	cx_ctx *cx = cx_ctx_new();
+	mat m = mk(DT_BF16, 128, 256, 0.01, 5);
+	float *x = probes(8, 256);
+	dq_params p, fx = { .keep_frac = 0.25f, .bits = 2 };
+	dq_stats s;
+	int rc;
+
+	rc = dq_plan(cx, m.ft, m.base, DT_BF16, 128, 256, x, 8, 32, &fx, &p, &s);
+	CHECK(rc == 0 || rc == -ERANGE);
+	CHECK(p.bits == 2 && p.keep * 4 == p.group);
+	fx = (dq_params){ .group = 16 };
+	CHECK(dq_plan(cx, m.ft, m.base, DT_BF16, 128, 256, x, 8, 16, &fx, &p, &s) == 0);
+	CHECK(p.group == 16);
+	fx = (dq_params){ .group = 16, .keep = 17 };
+	CHECK(dq_plan(cx, m.ft, m.base, DT_BF16, 128, 256, x, 8, 16, &fx, &p, &s) == -EINVAL);
+	CHECK(dq_plan(cx, m.ft, m.base, DT_BF16, 128, 256, x, 8, 0, NULL, &p, &s) == -EINVAL);
+	free(x);
+	mfree(&m);
+	cx_ctx_free(cx);
+}
+
+int main(int argc, char **argv)
+{
+	static const struct {
+		const char *name;
+		void (*fn)(void);
+	} cases[] = {
+		{ "lossless_limit", t_lossless_limit }, { "ratio", t_ratio_all },
+		{ "groups", t_groups }, { "edge", t_edge }, { "nonfinite", t_nonfinite },
+		{ "hostile", t_hostile }, { "determinism", t_determinism }, { "fixed", t_fixed },
+	};
+
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+		if (argc < 2 || !strcmp(argv[1], cases[i].name)) {
+			cases[i].fn();
+			if (argc >= 2)
+				return 0;
+		}
+	if (argc >= 2) {
+		fprintf(stderr, "unknown case %s\n", argv[1]);
+		return 2;
+	}
+	return 0;
+}
