@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <math.h>
 #include <openssl/evp.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -24,9 +25,11 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #include "../codec/codec.h"
 #include "../codec/dtype.h"
+#include "../codec/deltadq.h"
 #include "../codec/lossless.h"
 #include "reader.h"
 #include "safetensors.h"
@@ -48,9 +51,20 @@ typedef struct in_file {
 	st_file st;
 } in_file;
 
+/* One piece of work: chunk c of segment (f, s), or, with c == UNIT_PLAN, choosing the DeltaDQ
+ * parameters of that segment. Plan units come first in the queue, so a worker that takes a chunk of
+ * a segment still being planned waits only for that one plan. */
 typedef struct unit {
 	uint32_t f, s, c;
 } unit;
+
+#define UNIT_PLAN UINT32_MAX
+
+/* The DeltaDQ plan of one segment: set by its plan unit, read by its chunk units. */
+typedef struct plan {
+	dq_params p;
+	int done; /* guarded by job.lock; 1 = p valid, -1 = tensor falls back to lossless */
+} plan;
 
 typedef struct job {
 	store *s;
@@ -60,10 +74,15 @@ typedef struct job {
 	rd_ckpt *base;
 	unit *units;
 	size_t nunits;
+	plan **plans;    /* [file][seg], NULL entries for segments not planned */
+	const st_file *calib;
+	const uint8_t *calib_map;
 	atomic_size_t next;
 	atomic_uint_fast64_t done_bytes;
 	atomic_uint_fast64_t new_bytes;
 	atomic_int failed;
+	atomic_uint off_target; /* DeltaDQ plans that could not land within 10% of the ratio */
+	uint64_t total_bytes;   /* progress total: input bytes + bytes of the matrices planned */
 	pthread_mutex_t lock; /* guards err and the finished count */
 	pthread_cond_t cond;
 	int finished;
@@ -265,8 +284,30 @@ static int same_shape(const mf_seg *a, const st_tensor *t)
 	return 1;
 }
 
+/* Chunks of a float matrix hold whole rows (dq_chunk_rows of them), so that a DeltaDQ fine-tune,
+ * whose blobs are made of rows, can later line up with a base stored today. Other tensors, and
+ * matrices whose rows are too long to batch sensibly, use the flat chunk size. */
+static uint32_t tensor_chunk(const st_tensor *t, uint32_t flat)
+{
+	unsigned es = dt_size(t->dtype);
+	if (t->ndim != 2 || !(t->dtype == DT_F32 || t->dtype == DT_F16 || t->dtype == DT_BF16) ||
+	    !t->shape[1] || t->shape[1] > (4u << 20) / es)
+		return flat;
+	return (uint32_t)(dq_chunk_rows(t->shape[1], es) * t->shape[1] * es);
+}
+
+/* DeltaDQ applies to a float matrix with a base whose chunks hold the rows dq_chunk_rows says. */
+static int dq_eligible(const mf_seg *sg)
+{
+	if (sg->base_file < 0 || sg->ndim != 2 || !sg->shape[0] || !sg->shape[1] ||
+	    !(sg->dtype == DT_F32 || sg->dtype == DT_F16 || sg->dtype == DT_BF16))
+		return 0;
+	uint64_t rowb = sg->shape[1] * dt_size(sg->dtype);
+	return sg->chunk_size == dq_chunk_rows(sg->shape[1], dt_size(sg->dtype)) * rowb;
+}
+
 static int build_manifest(manifest *m, in_file *in, size_t nin, const rd_ckpt *base,
-			  uint32_t chunk_size, uint64_t *matched, df_err *err)
+			  uint32_t chunk_size, int rowalign, uint64_t *matched, df_err *err)
 {
 	size_t nref = 0;
 	base_ref *refs = NULL;
@@ -306,7 +347,8 @@ static int build_manifest(manifest *m, in_file *in, size_t nin, const rd_ckpt *b
 				if (hit && !same_shape(&base->mf->files[hit->f].segs[hit->s], st))
 					hit = NULL;
 			}
-			uint32_t cs = hit ? base->mf->files[hit->f].segs[hit->s].chunk_size : chunk_size;
+			uint32_t cs = hit ? base->mf->files[hit->f].segs[hit->s].chunk_size
+					  : rowalign ? tensor_chunk(st, chunk_size) : chunk_size;
 			rc = seg_init(sg, MF_TENSOR, x->st.data_start + st->begin, st->end - st->begin,
 				      st->name, cs);
 			if (rc)
@@ -356,6 +398,113 @@ static int flush(worker *w, df_err *err)
 	return rc;
 }
 
+/* Probe inputs for a matrix of `cols` columns: the user's calibration rows when the calibration
+ * file has a tensor named like the weight (or its module: the name without ".weight"), else
+ * Gaussian rows seeded by the tensor's name, so a re-ingest chooses the same parameters. */
+static float *probes(const job *j, const mf_seg *sg, size_t cols, size_t *nprobe)
+{
+	if (j->calib) {
+		size_t nl = strlen(sg->name);
+		for (size_t i = 0; i < j->calib->ntensors; i++) {
+			const st_tensor *t = &j->calib->tensors[i];
+			size_t tl = strlen(t->name);
+			int named = !strcmp(t->name, sg->name) ||
+				    (nl == tl + 7 && !strncmp(t->name, sg->name, tl) &&
+				     !strcmp(sg->name + tl, ".weight"));
+			if (!named || t->dtype != DT_F32 || t->ndim != 2 || t->shape[1] != cols ||
+			    !t->shape[0])
+				continue;
+			float *x = malloc(t->end - t->begin);
+			if (x)
+				memcpy(x, j->calib_map + j->calib->data_start + t->begin, t->end - t->begin);
+			*nprobe = x ? t->shape[0] : 0;
+			return x;
+		}
+	}
+	size_t n = j->o->nprobe ? j->o->nprobe : ING_NPROBE;
+	float *x = malloc(n * cols * sizeof *x);
+	if (!x)
+		return NULL;
+	uint64_t st = XXH64(sg->name, strlen(sg->name), 0x5eed) | 1;
+	for (size_t i = 0; i < n * cols; i += 2) {
+		/* xorshift64* + Box-Muller: deterministic and good enough for probe directions. */
+		double u[2];
+		for (int k = 0; k < 2; k++) {
+			st ^= st >> 12;
+			st ^= st << 25;
+			st ^= st >> 27;
+			u[k] = ((double)((st * 0x2545F4914F6CDD1Dull) >> 11) + 0.5) / 9007199254740992.0;
+		}
+		double r = sqrt(-2.0 * log(u[0])), a = 6.283185307179586 * u[1];
+		x[i] = (float)(r * cos(a));
+		if (i + 1 < n * cols)
+			x[i + 1] = (float)(r * sin(a));
+	}
+	*nprobe = n;
+	return x;
+}
+
+/* Choose segment (f, s)'s DeltaDQ parameters on the whole matrix against the whole decoded base. */
+static int plan_unit(worker *w, const unit *u, df_err *err)
+{
+	job *j = w->j;
+	const in_file *x = &j->in[u->f];
+	mf_seg *sg = &j->m->files[u->f].segs[u->s];
+	plan *pl = &j->plans[u->f][u->s];
+	size_t rows = sg->shape[0], cols = sg->shape[1], nprobe = 0;
+	uint8_t *base = malloc(sg->len);
+	float *X = probes(j, sg, cols, &nprobe);
+	MDB_txn *txn;
+	int rc = base && X ? 0 : df_errf(err, -ENOMEM, "out of memory");
+	if (!rc && !(rc = store_rtxn(j->s, &txn, err))) {
+		for (uint32_t c = 0; !rc && c < sg->nchunks; c++)
+			rc = rd_decode_chunk_full(w->cx, j->s, txn, j->base, (uint32_t)sg->base_file,
+						  (uint32_t)sg->base_seg, c,
+						  base + (uint64_t)c * sg->chunk_size, err);
+		store_txn_end(j->s, txn);
+	}
+	dq_stats st = {0};
+	if (!rc) {
+		int r = dq_plan(w->cx, x->map + sg->off, base, (dt_id)sg->dtype, rows, cols, X, nprobe,
+				j->o->ratio, &j->o->dq, &pl->p, &st);
+		if (r == -ERANGE)
+			atomic_fetch_add(&j->off_target, 1);
+		if (r == -EDOM) {
+			sg->codec = CX_LOSSLESS; /* non-finite values: stays exact */
+		} else if (r && r != -ERANGE) {
+			rc = df_errf(err, r, "%s: tensor \"%s\": DeltaDQ cannot encode it: %s", x->abs,
+				     sg->name, strerror(-r));
+		} else {
+			sg->q.delta_rel_err = (float)st.delta_rel_err;
+			sg->q.output_rel_err = (float)st.output_rel_err;
+			sg->q.bits = (float)st.bits_per_weight;
+			sg->q.params[0] = pl->p.group;
+			sg->q.params[1] = pl->p.keep;
+			sg->q.params[2] = pl->p.bits;
+			sg->q.params[3] = pl->p.quant;
+		}
+	}
+	free(base);
+	free(X);
+	pthread_mutex_lock(&j->lock);
+	pl->done = rc || sg->codec != CX_DELTADQ ? -1 : 1;
+	pthread_cond_broadcast(&j->cond);
+	pthread_mutex_unlock(&j->lock);
+	return rc;
+}
+
+/* Wait until segment (f, s)'s plan is done; NULL if it fell back to lossless. */
+static const dq_params *plan_wait(job *j, const unit *u)
+{
+	plan *pl = &j->plans[u->f][u->s];
+	pthread_mutex_lock(&j->lock);
+	while (!pl->done && !atomic_load(&j->failed))
+		pthread_cond_wait(&j->cond, &j->lock);
+	int ok = pl->done == 1;
+	pthread_mutex_unlock(&j->lock);
+	return ok ? &pl->p : NULL;
+}
+
 static int encode_unit(worker *w, const unit *u, df_err *err)
 {
 	job *j = w->j;
@@ -382,11 +531,17 @@ static int encode_unit(worker *w, const unit *u, df_err *err)
 			return 0;
 		}
 	}
-	size_t cap = ll_bound(n);
+	const dq_params *dq = sg->codec == CX_DELTADQ ? plan_wait(j, u) : NULL;
+	if (sg->codec == CX_DELTADQ && !dq && atomic_load(&j->failed))
+		return 0;
+	size_t rowb = sg->ndim == 2 ? (size_t)sg->shape[1] * dt_size(sg->dtype) : 0;
+	size_t cap = dq ? dq_bound(n / rowb, sg->shape[1], dt_size(sg->dtype)) : ll_bound(n);
 	uint8_t *blob = malloc(cap);
 	if (!blob)
 		return df_errf(err, -ENOMEM, "out of memory");
-	ssize_t blen = ll_encode(w->cx, blob, cap, src, n, dt_size(sg->dtype), base, j->level);
+	ssize_t blen = dq ? dq_encode(w->cx, blob, cap, src, base, (dt_id)sg->dtype, sg->shape[1],
+				      (size_t)u->c * (sg->chunk_size / rowb), n / rowb, dq)
+			  : ll_encode(w->cx, blob, cap, src, n, dt_size(sg->dtype), base, j->level);
 	if (blen < 0) {
 		free(blob);
 		return df_errf(err, (int)blen, "%s: tensor \"%s\": encode failed: %s", x->abs,
@@ -422,7 +577,7 @@ static void *worker_main(void *arg)
 	uint32_t maxcs = 0;
 	for (size_t i = 0; i < j->nunits; i++) {
 		const mf_seg *sg = &j->m->files[j->units[i].f].segs[j->units[i].s];
-		if (sg->chunk_size > maxcs)
+		if (j->units[i].c != UNIT_PLAN && sg->chunk_size > maxcs)
 			maxcs = sg->chunk_size;
 	}
 	w.cx = cx_ctx_new();
@@ -433,9 +588,15 @@ static void *worker_main(void *arg)
 		size_t i = atomic_fetch_add(&j->next, 1);
 		if (i >= j->nunits)
 			break;
-		rc = encode_unit(&w, &j->units[i], &err);
-		const mf_seg *sg = &j->m->files[j->units[i].f].segs[j->units[i].s];
-		atomic_fetch_add(&j->done_bytes, rd_chunk_len(sg, j->units[i].c));
+		const unit *u = &j->units[i];
+		const mf_seg *sg = &j->m->files[u->f].segs[u->s];
+		if (u->c == UNIT_PLAN) {
+			rc = plan_unit(&w, u, &err);
+			atomic_fetch_add(&j->done_bytes, sg->len);
+		} else {
+			rc = encode_unit(&w, u, &err);
+			atomic_fetch_add(&j->done_bytes, rd_chunk_len(sg, u->c));
+		}
 	}
 	if (!rc && !atomic_load(&j->failed))
 		rc = flush(&w, &err);
@@ -472,7 +633,7 @@ static int hash_inputs(job *j, size_t nin, df_err *err)
 			EVP_DigestUpdate(md, x->map + off, n);
 			if (j->o->progress)
 				j->o->progress(j->o->progress_ud, atomic_load(&j->done_bytes),
-					       mf_logical_bytes(j->m));
+					       j->total_bytes);
 		}
 		EVP_DigestFinal_ex(md, j->m->files[i].sha256, &len);
 	}
@@ -489,8 +650,8 @@ static int ncpu(void)
 int ing_add(store *s, const char *name, const char *path, const ing_opts *o, ing_result *res,
 	    df_err *err)
 {
-	in_file *in = NULL;
-	size_t nin = 0;
+	in_file *in = NULL, *cin = NULL;
+	size_t nin = 0, ncin = 0;
 	rd_ckpt *base = NULL;
 	manifest *m = NULL;
 	job j = {0};
@@ -516,6 +677,8 @@ int ing_add(store *s, const char *name, const char *path, const ing_opts *o, ing
 	}
 	if ((rc = load_inputs(path, &in, &nin, err)))
 		goto out;
+	if (o->calib && (rc = load_inputs(o->calib, &cin, &ncin, err)))
+		goto out;
 	if (o->base) {
 		MDB_txn *txn;
 		if ((rc = store_rtxn(s, &txn, err)))
@@ -531,18 +694,41 @@ int ing_add(store *s, const char *name, const char *path, const ing_opts *o, ing
 		goto out;
 	}
 	uint32_t cs = o->chunk_size ? o->chunk_size : ING_CHUNK_DEFAULT;
-	if ((rc = build_manifest(m, in, nin, base, cs, &res->matched, err)))
+	if ((rc = build_manifest(m, in, nin, base, cs, !o->chunk_size, &res->matched, err)))
 		goto out;
 
 	size_t nunits = 0, k = 0;
-	for (uint32_t i = 0; i < m->nfiles; i++)
-		for (uint32_t t = 0; t < m->files[i].nsegs; t++)
-			nunits += m->files[i].segs[t].nchunks;
+	uint64_t plan_bytes = 0;
+	int dq = o->codec == CX_DELTADQ;
+	if (dq && !(j.plans = calloc(m->nfiles, sizeof *j.plans))) {
+		rc = df_errf(err, -ENOMEM, "out of memory");
+		goto out;
+	}
+	for (uint32_t i = 0; i < m->nfiles; i++) {
+		mf_file *f = &m->files[i];
+		if (dq && !(j.plans[i] = calloc(f->nsegs, sizeof **j.plans))) {
+			rc = df_errf(err, -ENOMEM, "out of memory");
+			goto out;
+		}
+		for (uint32_t t = 0; t < f->nsegs; t++) {
+			mf_seg *sg = &f->segs[t];
+			nunits += sg->nchunks;
+			if (dq && dq_eligible(sg)) {
+				sg->codec = CX_DELTADQ;
+				plan_bytes += sg->len;
+				nunits++;
+			}
+		}
+	}
 	j.units = malloc((nunits ? nunits : 1) * sizeof *j.units);
 	if (!j.units) {
 		rc = df_errf(err, -ENOMEM, "out of memory");
 		goto out;
 	}
+	for (uint32_t i = 0; i < m->nfiles; i++)
+		for (uint32_t t = 0; t < m->files[i].nsegs; t++)
+			if (m->files[i].segs[t].codec == CX_DELTADQ)
+				j.units[k++] = (unit){i, t, UNIT_PLAN};
 	for (uint32_t i = 0; i < m->nfiles; i++)
 		for (uint32_t t = 0; t < m->files[i].nsegs; t++)
 			for (uint32_t c = 0; c < m->files[i].segs[t].nchunks; c++)
@@ -553,7 +739,10 @@ int ing_add(store *s, const char *name, const char *path, const ing_opts *o, ing
 	j.m = m;
 	j.base = base;
 	j.nunits = nunits;
-	j.level = o->level ? o->level : 3;
+	j.calib = cin ? &cin[0].st : NULL;
+	j.calib_map = cin ? cin[0].map : NULL;
+	j.total_bytes = mf_logical_bytes(m) + plan_bytes;
+	j.level = o->level ? o->level : ING_LEVEL_DEFAULT;
 	pthread_mutex_init(&j.lock, NULL);
 	pthread_cond_init(&j.cond, NULL);
 
@@ -584,7 +773,7 @@ int ing_add(store *s, const char *name, const char *path, const ing_opts *o, ing
 		pthread_cond_timedwait(&j.cond, &j.lock, &ts);
 		if (o->progress) {
 			pthread_mutex_unlock(&j.lock);
-			o->progress(o->progress_ud, atomic_load(&j.done_bytes), mf_logical_bytes(m));
+			o->progress(o->progress_ud, atomic_load(&j.done_bytes), j.total_bytes);
 			pthread_mutex_lock(&j.lock);
 		}
 	}
@@ -602,10 +791,15 @@ int ing_add(store *s, const char *name, const char *path, const ing_opts *o, ing
 		rc = hrc;
 		goto out_unlock;
 	}
+	res->off_target = atomic_load(&j.off_target);
 	for (uint32_t i = 0; i < m->nfiles; i++)
 		for (uint32_t t = 0; t < m->files[i].nsegs; t++) {
 			mf_seg *sg = &m->files[i].segs[t];
 			int same = sg->base_file >= 0;
+			if (sg->codec != CX_LOSSLESS) {
+				m->files[i].lossless = 0;
+				res->lossy++;
+			}
 			for (uint32_t c = 0; c < sg->nchunks; c++) {
 				sg->stored += sg->chunks[c].blen;
 				same &= sg->chunks[c].flags == MF_CHUNK_SAME;
@@ -614,13 +808,16 @@ int ing_add(store *s, const char *name, const char *path, const ing_opts *o, ing
 		}
 	rc = store_commit(s, m, o->replace, err);
 	if (o->progress)
-		o->progress(o->progress_ud, atomic_load(&j.done_bytes), mf_logical_bytes(m));
+		o->progress(o->progress_ud, atomic_load(&j.done_bytes), j.total_bytes);
 out_unlock:
 	store_ingest_unlock(s);
 out_sync:
 	pthread_mutex_destroy(&j.lock);
 	pthread_cond_destroy(&j.cond);
 out:
+	for (uint32_t i = 0; j.plans && i < m->nfiles; i++)
+		free(j.plans[i]);
+	free(j.plans);
 	free(j.units);
 	rd_free(base);
 	if (!rc) {
@@ -631,5 +828,6 @@ out:
 		mf_free(m);
 	}
 	in_free(in, nin);
+	in_free(cin, ncin);
 	return rc;
 }

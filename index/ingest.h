@@ -16,6 +16,7 @@
 
 #include <stdint.h>
 
+#include "../codec/deltadq.h"
 #include "err.h"
 #include "manifest.h"
 #include "store.h"
@@ -23,12 +24,27 @@
 /* Chosen by tests/bench/bench_chunk (see the comment at its definition in ingest.c). */
 extern const uint32_t ING_CHUNK_DEFAULT;
 
+/* zstd level 1: on byte planes (one zstd block per plane) it compresses as well as levels 3 and
+ * 5 (BF16 base +2%, deltas within 0.2%: tests/bench/bench_chunk) and encodes 1.3-1.6x faster. */
+#define ING_LEVEL_DEFAULT 1
+
+/* Gaussian probe rows per matrix when no calibration file is given. */
+#define ING_NPROBE 32
+
 typedef struct ing_opts {
 	const char *base;    /* base checkpoint name, or NULL */
 	int threads;         /* encoder threads; 0 = number of CPUs */
 	int replace;         /* replace an existing checkpoint of the same name */
-	int level;           /* zstd level; 0 = default (3) */
-	uint32_t chunk_size; /* 0 = ING_CHUNK_DEFAULT; ignored for tensors matched with a base */
+	int level;           /* zstd level; 0 = ING_LEVEL_DEFAULT */
+	uint32_t chunk_size; /* 0 = ING_CHUNK_DEFAULT, and float matrices in chunks of whole rows
+				(dq_chunk_rows); else this size for everything. Tensors matched
+				with a base always take the base tensor's chunk size. */
+	int codec;           /* CX_LOSSLESS (0 = the same) or CX_DELTADQ: DeltaDQ for float
+				matrices with a base, lossless for everything else */
+	double ratio;        /* DeltaDQ: target ratio per matrix (original / stored bytes) */
+	dq_params dq;        /* DeltaDQ: fixed parameters (zero fields: chosen per matrix) */
+	const char *calib;   /* DeltaDQ: safetensors file of probe inputs, or NULL (Gaussian) */
+	uint32_t nprobe;     /* DeltaDQ: Gaussian probe rows per matrix; 0 = ING_NPROBE */
 	/* Called from the calling thread about every 200 ms and once at the end. */
 	void (*progress)(void *ud, uint64_t done, uint64_t total);
 	void *progress_ud;
@@ -40,6 +56,8 @@ typedef struct ing_result {
 	uint64_t new_bytes;  /* blob bytes this ingest added to the store (after dedup) */
 	uint64_t matched;    /* tensors encoded against a base tensor */
 	uint64_t unchanged;  /* tensors equal to their base tensor (no blob bytes) */
+	uint64_t lossy;      /* tensors stored with DeltaDQ */
+	uint64_t off_target; /* of those, how many could not land within 10% of the ratio */
 } ing_result;
 
 /* Add the safetensors file or model directory at path as checkpoint `name`. A directory

@@ -27,14 +27,26 @@ static void usage(FILE *out)
 		"                   name, dtype and shape); unchanged tensors cost nothing\n"
 		"  -j, --threads N  encoder threads (default: number of CPUs)\n"
 		"  --replace        replace an existing checkpoint NAME\n"
-		"  --level N        zstd level (default 3)\n"
+		"  --level N        zstd level (default 1)\n"
 		"  --chunk-size K   chunk size in KiB for tensors without a base (default %u)\n"
+		"  --codec C        lossless (default) or deltadq: lossy DeltaDQ deltas for float\n"
+		"                   matrices with a base (1-D tensors and the rest stay lossless)\n"
+		"  --ratio R        deltadq: target compression per matrix, e.g. 16, 32, 64, 128\n"
+		"  --drop P         deltadq: fraction of each group's delta dropped (0 = none)\n"
+		"  --bits K         deltadq: bits per kept value\n"
+		"  --group G        deltadq: dropout group size along a row (8..1024)\n"
+		"  --quantizer Q    deltadq: uniform or kmeans levels (default: chosen per matrix)\n"
+		"  --calib FILE     deltadq: probe inputs, a safetensors file with an F32 [n, in]\n"
+		"                   tensor per weight, named as the weight or its module (the\n"
+		"                   weight's name without \".weight\"); default: Gaussian probes\n"
 		"  -q, --quiet      no progress display\n"
 		"  -h, --help       this help\n"
 		"\n"
 		"examples:\n"
 		"  deltafs-add /srv/models llama-base ./Llama-2-7b-hf\n"
-		"  deltafs-add /srv/models llama-chat ./Llama-2-7b-chat-hf --base llama-base\n",
+		"  deltafs-add /srv/models llama-chat ./Llama-2-7b-chat-hf --base llama-base\n"
+		"  deltafs-add /srv/models math-32x ./WizardMath-7B --base llama-base \\\n"
+		"              --codec deltadq --ratio 32\n",
 		ING_CHUNK_DEFAULT >> 10);
 }
 
@@ -44,7 +56,11 @@ int main(int argc, char **argv)
 		{"base", required_argument, 0, 'b'},   {"threads", required_argument, 0, 'j'},
 		{"replace", no_argument, 0, 'r'},      {"level", required_argument, 0, 'l'},
 		{"chunk-size", required_argument, 0, 'c'}, {"quiet", no_argument, 0, 'q'},
-		{"help", no_argument, 0, 'h'},         {0, 0, 0, 0},
+		{"help", no_argument, 0, 'h'},         {"codec", required_argument, 0, 'C'},
+		{"ratio", required_argument, 0, 'R'},  {"drop", required_argument, 0, 'D'},
+		{"bits", required_argument, 0, 'B'},   {"group", required_argument, 0, 'G'},
+		{"quantizer", required_argument, 0, 'Q'}, {"calib", required_argument, 0, 'X'},
+		{0, 0, 0, 0},
 	};
 	ing_opts o = {0};
 	int quiet = 0, opt;
@@ -77,12 +93,82 @@ int main(int argc, char **argv)
 			break;
 		}
 		case 'q': quiet = 1; break;
+		case 'C':
+			if (!strcmp(optarg, "lossless")) {
+				o.codec = CX_LOSSLESS;
+			} else if (!strcmp(optarg, "deltadq")) {
+				o.codec = CX_DELTADQ;
+			} else {
+				fprintf(stderr, "deltafs-add: --codec is lossless or deltadq\n");
+				return 2;
+			}
+			break;
+		case 'R':
+			o.ratio = strtod(optarg, &end);
+			if (*end || !(o.ratio > 1)) {
+				fprintf(stderr, "deltafs-add: --ratio needs a number above 1\n");
+				return 2;
+			}
+			break;
+		case 'D': {
+			double p = strtod(optarg, &end);
+			if (*end || !(p >= 0 && p < 1)) {
+				fprintf(stderr, "deltafs-add: --drop needs a fraction in [0, 1)\n");
+				return 2;
+			}
+			o.dq.keep_frac = (float)(1 - p);
+			break;
+		}
+		case 'B': {
+			long b = strtol(optarg, &end, 10);
+			if (*end || b < 1 || b > 16) {
+				fprintf(stderr, "deltafs-add: --bits needs 1 to 16\n");
+				return 2;
+			}
+			o.dq.bits = (uint8_t)b;
+			break;
+		}
+		case 'G': {
+			long g = strtol(optarg, &end, 10);
+			if (*end || g < 1 || g > DQ_GROUP_MAX) {
+				fprintf(stderr, "deltafs-add: --group needs 1 to %d\n", DQ_GROUP_MAX);
+				return 2;
+			}
+			o.dq.group = (uint32_t)g;
+			break;
+		}
+		case 'Q':
+			if (!strcmp(optarg, "uniform")) {
+				o.dq.quant = DQ_Q_UNIFORM;
+			} else if (!strcmp(optarg, "kmeans")) {
+				o.dq.quant = DQ_Q_KMEANS;
+			} else {
+				fprintf(stderr, "deltafs-add: --quantizer is uniform or kmeans\n");
+				return 2;
+			}
+			break;
+		case 'X': o.calib = optarg; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
 	}
 	if (argc - optind != 3) {
 		usage(stderr);
+		return 2;
+	}
+	int explicit = o.dq.bits && o.dq.keep_frac > 0;
+	if (o.codec == CX_DELTADQ && !o.ratio && !explicit) {
+		fprintf(stderr, "deltafs-add: --codec deltadq needs --ratio R, or --drop and --bits\n");
+		return 2;
+	}
+	if (o.codec == CX_DELTADQ && !o.base) {
+		fprintf(stderr, "deltafs-add: --codec deltadq stores deltas: it needs --base NAME\n");
+		return 2;
+	}
+	if (o.codec != CX_DELTADQ && (o.ratio || o.dq.bits || o.dq.group || o.dq.keep_frac ||
+				      o.dq.quant || o.calib)) {
+		fprintf(stderr, "deltafs-add: --ratio, --drop, --bits, --group, --quantizer and --calib "
+			"apply to --codec deltadq\n");
 		return 2;
 	}
 	const char *dir = argv[optind], *name = argv[optind + 1], *path = argv[optind + 2];
@@ -128,6 +214,11 @@ int main(int argc, char **argv)
 	if (o.base)
 		printf(", %llu tensors matched the base, %llu unchanged",
 		       (unsigned long long)r.matched, (unsigned long long)r.unchanged);
+	if (o.codec == CX_DELTADQ)
+		printf(", %llu stored with DeltaDQ", (unsigned long long)r.lossy);
+	if (r.off_target)
+		printf(" (%llu could not reach the ratio within 10%%: the closest was kept)",
+		       (unsigned long long)r.off_target);
 	printf("\n");
 	mf_free(r.mf);
 	store_close(s);

@@ -134,7 +134,8 @@ static int cmd_info(const char *dir, const char *name)
 		return fail(&e);
 	}
 	char a[32], b[32], shp[128];
-	uint64_t l = mf_logical_bytes(m), st = mf_stored_bytes(m);
+	uint64_t l = mf_logical_bytes(m), st = mf_stored_bytes(m), lorig = 0, lstored = 0;
+	double lw = 0, dsum = 0, osum = 0;
 	printf("checkpoint %s\nbase       %s\nsize       %s\nstored     %s (%.2fx)\nfiles      %u\n",
 	       m->name, *m->base ? m->base : "-", cli_size(l, a), cli_size(st, b),
 	       st ? (double)l / (double)st : 0.0, m->nfiles);
@@ -143,15 +144,20 @@ static int cmd_info(const char *dir, const char *name)
 		uint64_t fs = 0;
 		for (uint32_t j = 0; j < f->nsegs; j++)
 			fs += f->segs[j].stored;
-		printf("\n%s  %s -> %s (%.2fx)  sha256 ", f->path, cli_size(f->size, a),
-		       cli_size(fs, b), fs ? (double)f->size / (double)fs : 0.0);
+		printf("\n%s  %s -> %s (%.2fx)  %s ", f->path, cli_size(f->size, a),
+		       cli_size(fs, b), fs ? (double)f->size / (double)fs : 0.0,
+		       f->lossless ? "sha256" : "lossy; the original's sha256");
 		for (int k = 0; k < 32; k++)
 			printf("%02x", f->sha256[k]);
 		printf("\n");
 		if (f->kind != MF_FILE_SAFETENSORS)
 			continue;
-		printf("  %-52s %-5s %-16s %-9s %-5s %11s %11s %8s\n", "tensor", "dtype", "shape",
+		int lossy = !f->lossless;
+		printf("  %-52s %-5s %-16s %-9s %-5s %11s %11s %8s", "tensor", "dtype", "shape",
 		       "codec", "base", "size", "stored", "ratio");
+		if (lossy)
+			printf(" %6s %9s %9s  %s", "bits", "dW err", "out err", "params");
+		printf("\n");
 		for (uint32_t j = 0; j < f->nsegs; j++) {
 			const mf_seg *sg = &f->segs[j];
 			uint32_t same = 0;
@@ -160,14 +166,33 @@ static int cmd_info(const char *dir, const char *name)
 			for (uint32_t c = 0; c < sg->nchunks; c++)
 				same += sg->chunks[c].flags == MF_CHUNK_SAME;
 			shape_str(sg, shp, sizeof shp);
-			printf("  %-52s %-5s %-16s %-9s %-5s %11s %11s %7.2fx%s\n", sg->name,
-			       dt_name(sg->dtype), shp, cx_codec_name(sg->codec),
+			int eq = sg->nchunks && same == sg->nchunks;
+			printf("  %-52s %-5s %-16s %-9s %-5s %11s %11s ", sg->name, dt_name(sg->dtype),
+			       shp, eq ? "= base" : cx_codec_name(sg->codec),
 			       sg->base_file >= 0 ? "delta" : "-", cli_size(sg->len, a),
-			       cli_size(sg->stored, b),
-			       sg->stored ? (double)sg->len / (double)sg->stored : 0.0,
-			       sg->nchunks && same == sg->nchunks ? "  (= base)" : "");
+			       cli_size(sg->stored, b));
+			if (sg->stored)
+				printf("%7.2fx", (double)sg->len / (double)sg->stored);
+			else
+				printf("%8s", "-");
+			if (sg->codec == CX_DELTADQ && !eq) {
+				printf(" %6.2f %9.4f %9.5f  g=%u keep=%u bits=%u %s", sg->q.bits,
+				       sg->q.delta_rel_err, sg->q.output_rel_err, sg->q.params[0],
+				       sg->q.params[1], sg->q.params[2],
+				       sg->q.params[3] == 2 ? "kmeans" : "uniform");
+				lw += (double)sg->len;
+				dsum += (double)sg->len * sg->q.delta_rel_err;
+				osum += (double)sg->len * sg->q.output_rel_err;
+				lorig += sg->len;
+				lstored += sg->stored;
+			}
+			printf("\n");
 		}
 	}
+	if (lw > 0)
+		printf("\nDeltaDQ matrices: %s -> %s (%.2fx); size-weighted mean relative error: "
+		       "delta %.4f, output %.5f\n", cli_size(lorig, a), cli_size(lstored, b),
+		       lstored ? (double)lorig / (double)lstored : 0.0, dsum / lw, osum / lw);
 	mf_free(m);
 	store_txn_end(s, txn);
 	store_close(s);
