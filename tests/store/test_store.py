@@ -257,6 +257,63 @@ def case_killed_ingest(tmp):
     return 0
 
 
+def dq_rows(info):
+    """(name, ratio, out_err) of each DeltaDQ matrix in `deltafs info` output."""
+    rows = []
+    for l in info.splitlines():
+        w = l.split()
+        if "deltadq" not in w:
+            continue
+        i = w.index("deltadq")    # then: base, size (2 words), stored (2), ratio, bits, dW, out
+        rows.append((w[0], float(w[i + 6].rstrip("x")), float(w[i + 9])))
+    return rows
+
+
+def case_deltadq(tmp):
+    """Lossy fine-tunes: each matrix within 10% of the target ratio, error growing with the
+    ratio, the same bytes whatever the thread count, lossless tensors still exact."""
+    st = os.path.join(tmp, "store")
+    b, f = os.path.join(tmp, "b.safetensors"), os.path.join(tmp, "f.safetensors")
+    small = ("--preset", "tiny", "--hidden", "128", "--intermediate", "352", "--vocab", "512")
+    gen(*small, "--seed", "6", "--out", b)
+    gen(*small, "--seed", "6", "--finetune", "2", "--delta", "0.05", "--out", f)
+    run(ADD, "-q", st, "b", b)
+    errs = {}
+    for r in (16, 64):
+        run(ADD, "-q", st, f"f{r}", f, "--base", "b", "--codec", "deltadq", "--ratio", str(r))
+        rows = dq_rows(run(DFS, "info", st, f"f{r}").stdout)
+        assert rows, "no DeltaDQ tensor"
+        for name, ratio, _ in rows:
+            assert abs(ratio - r) <= 0.1 * r, (name, ratio, r)
+        errs[r] = sum(e for _, _, e in rows) / len(rows)
+    assert errs[16] < errs[64], errs
+    run(ADD, "-q", "-j", "1", st, "f16-j1", f, "--base", "b", "--codec", "deltadq", "--ratio", "16")
+    run(ADD, "-q", "-j", "2", st, "f16-j2", f, "--base", "b", "--codec", "deltadq", "--ratio", "16")
+    outs = {}
+    for n in ("f16", "f16-j1", "f16-j2"):
+        out = os.path.join(tmp, "out-" + n)
+        run(DFS, "export", st, n, out)
+        outs[n] = sha(os.path.join(out, "f.safetensors"))
+    assert len(set(outs.values())) == 1, outs
+    assert outs["f16"] != sha(f)          # lossy: not the original bytes...
+    with open(os.path.join(tmp, "out-f16", "f.safetensors"), "rb") as fh:
+        got = fh.read()
+    with open(f, "rb") as fh:
+        want = fh.read()
+    n = struct.unpack("<Q", want[:8])[0]
+    hdr = json.loads(want[8:8 + n])
+    assert got[:8 + n] == want[:8 + n]    # ...but the header and every 1-D tensor are exact
+    for name, t in hdr.items():
+        if name != "__metadata__" and len(t["shape"]) == 1:
+            a, e = t["data_offsets"]
+            assert got[8 + n + a:8 + n + e] == want[8 + n + a:8 + n + e], name
+    r = run(DFS, "verify", st)
+    assert "0 problems" in r.stdout
+    r = run(ADD, "-q", st, "x", f, "--codec", "deltadq", "--ratio", "16", ok=False)
+    assert r.returncode == 2 and "--base" in r.stderr
+    return 0
+
+
 def main():
     case = sys.argv[1]
     for tool in (ADD, DFS):
