@@ -19,6 +19,7 @@ static const struct {
 	[CX_LOSSLESS] = { "lossless", &ll_ops },
 	[CX_DELTADQ] = { "deltadq", &dq_ops },
 	[CX_PALETTE] = { "palette", NULL },
+	[CX_SPP] = { "spp", &spp_ops },
 };
 
 #define CX_NCODECS (sizeof cx_codecs / sizeof cx_codecs[0])

@@ -33,6 +33,7 @@ typedef enum {
 	CX_LOSSLESS = 1, /* codec/lossless.h: raw, byte-grouped zstd, XOR/SUB delta against a base */
 	CX_DELTADQ = 2,  /* codec/deltadq.h (issue 4) */
 	CX_PALETTE = 3,  /* codec/palette.h (issue 5) */
+	CX_SPP = 4,      /* codec/spp.h: support-only delta over a pruned base */
 } cx_codec;
 
 /* Per-thread scratch space: zstd contexts and work buffers, reused across calls so that the hot
