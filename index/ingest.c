@@ -31,6 +31,7 @@
 #include "../codec/dtype.h"
 #include "../codec/deltadq.h"
 #include "../codec/lossless.h"
+#include "../codec/spp.h"
 #include "reader.h"
 #include "safetensors.h"
 
@@ -516,6 +517,19 @@ static int encode_unit(worker *w, const unit *u, df_err *err)
 	const uint8_t *base = NULL;
 	int rc;
 
+	if (u->c == 0 && sg->kind == MF_TENSOR && dt_is_float(sg->dtype) && sg->len) {
+		/* Sparsity of the whole tensor, once, by the worker that takes its first chunk. */
+		spp_stats sp;
+		size_t last = sg->ndim ? (size_t)sg->shape[sg->ndim - 1] : 1;
+		if (!spp_measure(x->map + sg->off, sg->len / dt_size(sg->dtype), (dt_id)sg->dtype,
+				 &sp)) {
+			sg->zeros = sp.zeros;
+			if (sp.nm_m && last % sp.nm_m == 0) {
+				sg->nm_n = (uint8_t)sp.nm_n;
+				sg->nm_m = (uint8_t)sp.nm_m;
+			}
+		}
+	}
 	if (sg->base_file >= 0) {
 		MDB_txn *txn;
 		if ((rc = store_rtxn(j->s, &txn, err)))
@@ -539,9 +553,30 @@ static int encode_unit(worker *w, const unit *u, df_err *err)
 	uint8_t *blob = malloc(cap);
 	if (!blob)
 		return df_errf(err, -ENOMEM, "out of memory");
+	unsigned es = dt_size(sg->dtype);
 	ssize_t blen = dq ? dq_encode(w->cx, blob, cap, src, base, (dt_id)sg->dtype, sg->shape[1],
 				      (size_t)u->c * (sg->chunk_size / rowb), n / rowb, dq)
-			  : ll_encode(w->cx, blob, cap, src, n, dt_size(sg->dtype), base, j->level);
+			  : ll_encode(w->cx, blob, cap, src, n, es, base, j->level);
+	spp_stats bz;
+	if (blen > 0 && !dq && base && dt_is_float(sg->dtype) &&
+	    !spp_measure(base, n / es, (dt_id)sg->dtype, &bz) && bz.zeros) {
+		/* A pruned base: the delta on its support alone (SPP) is usually far smaller; keep
+		 * whichever blob is. Counting the zeros the fine-tune breaks is part of its info. */
+		uint64_t broken = 0;
+		if (!spp_broken_zeros(src, base, n, es, &broken))
+			__atomic_fetch_add(&sg->broken, broken, __ATOMIC_RELAXED);
+		size_t cap2 = spp_bound(n, es);
+		uint8_t *alt = malloc(cap2);
+		ssize_t alen = alt ? spp_encode(w->cx, alt, cap2, src, base, n, es, j->level) : -ENOMEM;
+		if (alen > 0 && alen < blen) {
+			free(blob);
+			blob = alt;
+			blen = alen;
+			__atomic_store_n(&sg->codec, CX_SPP, __ATOMIC_RELAXED);
+		} else {
+			free(alt);
+		}
+	}
 	if (blen < 0) {
 		free(blob);
 		return df_errf(err, (int)blen, "%s: tensor \"%s\": encode failed: %s", x->abs,
@@ -796,7 +831,7 @@ int ing_add(store *s, const char *name, const char *path, const ing_opts *o, ing
 		for (uint32_t t = 0; t < m->files[i].nsegs; t++) {
 			mf_seg *sg = &m->files[i].segs[t];
 			int same = sg->base_file >= 0;
-			if (sg->codec != CX_LOSSLESS) {
+			if (sg->codec == CX_DELTADQ) { /* LOSSLESS and SPP blobs are byte-exact */
 				m->files[i].lossless = 0;
 				res->lossy++;
 			}

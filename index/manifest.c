@@ -11,7 +11,7 @@
  *   seg:   u64 off, u64 len, str name, u8 kind, u8 dtype, u8 codec, u8 ndim, u64 shape[ndim],
  *          u32 chunk_size, i32 base_file, i32 base_seg,
  *          f32 delta_rel_err, f32 output_rel_err, f32 bits, f32 score, u32 params[4],
- *          u32 nchunks, nchunks x { u8 flags, u32 blen, u8 hash[16] }
+ *          u64 zeros, u64 broken, u8 nm_n, u8 nm_m, u32 nchunks, nchunks x { u8 flags, u32 blen, u8 hash[16] }
  *   str:   u16 length + bytes (no NUL)
  */
 #include "manifest.h"
@@ -117,6 +117,10 @@ int mf_encode(const manifest *m, uint8_t **buf, size_t *len)
 			w_f32(&w, s->q.score);
 			for (unsigned k = 0; k < 4; k++)
 				w_le(&w, s->q.params[k], 4);
+			w_le(&w, s->zeros, 8);
+			w_le(&w, s->broken, 8);
+			w_le(&w, s->nm_n, 1);
+			w_le(&w, s->nm_m, 1);
 			w_le(&w, s->nchunks, 4);
 			for (uint32_t c = 0; c < s->nchunks; c++) {
 				w_le(&w, s->chunks[c].flags, 1);
@@ -241,7 +245,7 @@ int mf_decode(const void *buf, size_t len, manifest **out, df_err *err)
 		if (sha)
 			memcpy(f->sha256, sha, 32);
 		uint64_t nsegs = r_le(&r, 4);
-		f->segs = r_array(&r, nsegs, sizeof *f->segs, 8 + 8 + 2 + 4 + 12 + 32 + 4);
+		f->segs = r_array(&r, nsegs, sizeof *f->segs, 8 + 8 + 2 + 4 + 12 + 32 + 18 + 4);
 		if (r.bad)
 			BAD("manifest truncated in file %u", i);
 		f->nsegs = (uint32_t)nsegs;
@@ -270,6 +274,10 @@ int mf_decode(const void *buf, size_t len, manifest **out, df_err *err)
 			s->q.score = r_f32(&r);
 			for (unsigned k = 0; k < 4; k++)
 				s->q.params[k] = (uint32_t)r_le(&r, 4);
+			s->zeros = r_le(&r, 8);
+			s->broken = r_le(&r, 8);
+			s->nm_n = (uint8_t)r_le(&r, 1);
+			s->nm_m = (uint8_t)r_le(&r, 1);
 			uint64_t nchunks = r_le(&r, 4);
 			s->chunks = r_array(&r, nchunks, sizeof *s->chunks, 21);
 			if (r.bad)

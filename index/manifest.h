@@ -59,6 +59,11 @@ typedef struct mf_seg {
 	int32_t base_file, base_seg; /* -1: no base */
 	uint64_t stored;    /* sum of blen over the chunks */
 	mf_quality q;
+	/* Sparsity measured at ingest (float tensors): exact zeros (+-0.0), the N:M pattern along the
+	 * last dimension (2:4, 4:8; 0:0 if none), and for a delta, the base's zeros that this tensor
+	 * does not keep. */
+	uint64_t zeros, broken;
+	uint8_t nm_n, nm_m;
 	uint32_t nchunks;   /* == ceil(len / chunk_size) */
 	mf_chunk *chunks;
 } mf_seg;

@@ -152,9 +152,13 @@ static int cmd_info(const char *dir, const char *name)
 		printf("\n");
 		if (f->kind != MF_FILE_SAFETENSORS)
 			continue;
-		int lossy = !f->lossless;
+		int lossy = !f->lossless, sparse = 0;
+		for (uint32_t j = 0; j < f->nsegs; j++)
+			sparse |= f->segs[j].zeros || f->segs[j].broken;
 		printf("  %-52s %-5s %-16s %-9s %-5s %11s %11s %8s", "tensor", "dtype", "shape",
 		       "codec", "base", "size", "stored", "ratio");
+		if (sparse)
+			printf(" %-16s", "zeros");
 		if (lossy)
 			printf(" %6s %9s %9s  %s", "bits", "dW err", "out err", "params");
 		printf("\n");
@@ -175,6 +179,19 @@ static int cmd_info(const char *dir, const char *name)
 				printf("%7.2fx", (double)sg->len / (double)sg->stored);
 			else
 				printf("%8s", "-");
+			if (sparse) {
+				char sp[48] = "";
+				unsigned es = dt_size(sg->dtype);
+				if (sg->zeros && sg->len && es)
+					snprintf(sp, sizeof sp, "%.1f%%%s%.0u%s%.0u", 100.0 *
+						 (double)sg->zeros / (double)(sg->len / es),
+						 sg->nm_m ? " " : "", sg->nm_n, sg->nm_m ? ":" : "",
+						 sg->nm_m);
+				if (sg->broken)
+					snprintf(sp + strlen(sp), sizeof sp - strlen(sp), " (%llu broken)",
+						 (unsigned long long)sg->broken);
+				printf(" %-16s", sp);
+			}
 			if (sg->codec == CX_DELTADQ && !eq) {
 				printf(" %6.2f %9.4f %9.5f  g=%u keep=%u bits=%u %s", sg->q.bits,
 				       sg->q.delta_rel_err, sg->q.output_rel_err, sg->q.params[0],

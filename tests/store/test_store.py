@@ -314,6 +314,51 @@ def case_deltadq(tmp):
     return 0
 
 
+def zeros_of(path):
+    """Exact zeros (+-0.0) per 2-D BF16 tensor of a safetensors file."""
+    import numpy as np
+    with open(path, "rb") as fh:
+        raw = fh.read()
+    n = struct.unpack("<Q", raw[:8])[0]
+    hdr = json.loads(raw[8:8 + n])
+    out = {}
+    for name, t in hdr.items():
+        if name == "__metadata__" or len(t["shape"]) != 2 or t["dtype"] != "BF16":
+            continue
+        a, e = t["data_offsets"]
+        v = np.frombuffer(raw, dtype=np.uint16, count=(e - a) // 2, offset=8 + n + a)
+        out[name] = int(np.count_nonzero((v & 0x7fff) == 0))
+    return out
+
+
+def case_spp(tmp):
+    """A pruned base and its fine-tunes: byte-identical back, zeros kept, sparsity in info."""
+    pr = os.path.join(SRC, "tests", "data", "genpruned.py")
+    f = {k: os.path.join(tmp, k + ".safetensors") for k in ("dense", "p24", "spp", "densef")}
+    gen("--preset", "tiny", "--seed", "8", "--out", f["dense"])
+    run(sys.executable, pr, "prune", "--pattern", "2:4", f["dense"], f["p24"])
+    run(sys.executable, pr, "spp", f["p24"], f["spp"])
+    run(sys.executable, pr, "dense", f["p24"], f["densef"])
+    st = os.path.join(tmp, "store")
+    run(ADD, "-q", st, "p24", f["p24"])
+    run(ADD, "-q", st, "spp", f["spp"], "--base", "p24")
+    run(ADD, "-q", st, "densef", f["densef"], "--base", "p24")
+    for n in ("p24", "spp", "densef"):
+        out = os.path.join(tmp, "out-" + n)
+        run(DFS, "export", st, n, out)
+        assert sha(os.path.join(out, n + ".safetensors")) == sha(f[n]), n
+    zb, zs = zeros_of(f["p24"]), zeros_of(os.path.join(tmp, "out-spp", "spp.safetensors"))
+    assert sum(zb.values()) > 0 and zb == zs, "the SPP fine-tune lost or gained zeros"
+    info = run(DFS, "info", st, "spp").stdout
+    assert " spp " in info and "2:4" in info, info
+    assert "broken" in run(DFS, "info", st, "densef").stdout
+    sizes = {l.split()[0]: l.split() for l in run(DFS, "ls", st).stdout.splitlines()[1:-1]}
+    # Support-only storage: the SPP fine-tune costs well under the dense fine-tune's delta.
+    tob = lambda w: float(w[4]) * {"B": 1, "kB": 1e3, "MB": 1e6}[w[5]]
+    assert tob(sizes["spp"]) < 0.6 * tob(sizes["densef"]), sizes
+    return 0
+
+
 def main():
     case = sys.argv[1]
     for tool in (ADD, DFS):
