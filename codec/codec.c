@@ -18,7 +18,7 @@ static const struct {
 } cx_codecs[] = {
 	[CX_LOSSLESS] = { "lossless", &ll_ops },
 	[CX_DELTADQ] = { "deltadq", &dq_ops },
-	[CX_PALETTE] = { "palette", NULL },
+	[CX_PALETTE] = { "palette", &pal_ops },
 	[CX_SPP] = { "spp", &spp_ops },
 };
 

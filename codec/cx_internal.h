@@ -59,6 +59,7 @@ struct cx_codec_ops {
 
 extern const struct cx_codec_ops ll_ops;
 extern const struct cx_codec_ops dq_ops; /* deltadq.c */
+extern const struct cx_codec_ops pal_ops; /* palette.c */
 extern const struct cx_codec_ops spp_ops; /* spp.c */
 
 static inline uint64_t cx_rd64(const uint8_t *p)
