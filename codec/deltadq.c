@@ -60,6 +60,8 @@
 #include <zstd_errors.h>
 
 #include "cx_internal.h"
+#include "half.h"
+#include "palette.h"
 
 #define DQ_ZLEVEL 9       /* planes are small; decode speed does not depend on the level */
 #define DQ_VMAX 10        /* bytes of a u64 varint */
@@ -76,66 +78,8 @@ enum { DQ_S_PLANES = 0, DQ_S_LUT = 2 };                            /* decode (+ 
 
 /* ---- elements ------------------------------------------------------------------------------ */
 
-static float dq_f16_to_f32(uint16_t h)
-{
-	uint32_t sign = (uint32_t)(h & 0x8000) << 16, e = (h >> 10) & 0x1f, m = h & 0x3ff, x;
-	float f;
 
-	if (e == 0x1f)
-		x = sign | 0x7f800000 | m << 13;
-	else if (e)
-		x = sign | (e + 112) << 23 | m << 13;
-	else {
-		f = (float)m * 0x1p-24f; /* exact: m < 2^10 */
-		memcpy(&x, &f, 4);
-		x |= sign;
-	}
-	memcpy(&f, &x, 4);
-	return f;
-}
 
-/* Round to nearest, ties to even, in integer arithmetic so no FPU mode can change the result. */
-static uint16_t dq_f32_to_f16(float f)
-{
-	uint32_t x, ax, sign, r, rem, half;
-	unsigned shift;
-
-	memcpy(&x, &f, 4);
-	sign = (x >> 16) & 0x8000;
-	ax = x & 0x7fffffff;
-	if (ax > 0x7f800000)
-		return (uint16_t)(sign | 0x7e00 | (ax >> 13 & 0x3ff));
-	if (ax >= 0x477ff000) /* >= 65520: rounds to infinity */
-		return (uint16_t)(sign | 0x7c00);
-	if (ax >= 0x38800000) { /* normal half */
-		r = ax - (112u << 23);
-		rem = r & 0x1fff;
-		r >>= 13;
-		if (rem > 0x1000 || (rem == 0x1000 && (r & 1)))
-			r++;
-		return (uint16_t)(sign | r);
-	}
-	if (ax < 0x33000000) /* below 2^-25: rounds to zero */
-		return (uint16_t)sign;
-	shift = 126 - (ax >> 23); /* 14..24: subnormal half, units of 2^-24 */
-	r = (ax & 0x7fffff) | 0x800000;
-	rem = r & ((1u << shift) - 1);
-	half = 1u << (shift - 1);
-	r >>= shift;
-	if (rem > half || (rem == half && (r & 1)))
-		r++;
-	return (uint16_t)(sign | r);
-}
-
-static uint16_t dq_f32_to_bf16(float f)
-{
-	uint32_t x;
-
-	memcpy(&x, &f, 4);
-	if ((x & 0x7fffffff) > 0x7f800000)
-		return (uint16_t)(x >> 16 | 0x40);
-	return (uint16_t)((x + 0x7fff + (x >> 16 & 1)) >> 16);
-}
 
 AI float dq_ld(int dt, const uint8_t *p, size_t i)
 {
@@ -149,7 +93,7 @@ AI float dq_ld(int dt, const uint8_t *p, size_t i)
 	}
 	memcpy(&h, p + 2 * i, 2);
 	if (dt == DT_F16)
-		return dq_f16_to_f32(h);
+		return hf_f16_to_f32(h);
 	u = (uint32_t)h << 16;
 	memcpy(&f, &u, 4);
 	return f;
@@ -163,7 +107,7 @@ AI void dq_st(int dt, uint8_t *p, size_t i, float v)
 		memcpy(p + 4 * i, &v, 4);
 		return;
 	}
-	h = dt == DT_F16 ? dq_f32_to_f16(v) : dq_f32_to_bf16(v);
+	h = dt == DT_F16 ? hf_f32_to_f16(v) : hf_f32_to_bf16(v);
 	memcpy(p + 2 * i, &h, 2);
 }
 
@@ -315,7 +259,7 @@ typedef struct dq_hdr {
 
 static size_t dq_nlev_stored(int quant, unsigned bits)
 {
-	return quant == DQ_Q_KMEANS ? (size_t)1 << bits : 2;
+	return quant == DQ_Q_KMEANS || quant == DQ_Q_PALETTE ? (size_t)1 << bits : 2;
 }
 
 static size_t dq_hdr_len(const dq_params *p, size_t cols, size_t r0, size_t nr, size_t srows)
@@ -601,6 +545,22 @@ static size_t dq_upper(const float *s, size_t n, double t)
 	return lo;
 }
 
+/* The palette quantiser (codec/palette.h): levels by the optimal split of the sorted values
+ * refined by Lloyd, where dq_kmeans starts Lloyd from quantiles; written as a k-means table, so
+ * decode is the same. Returns 0 or a negative errno. */
+static int dq_palette(const float *v, size_t n, unsigned bits, uint16_t *idx, float *lv)
+{
+	pal_table t;
+	int rc = pal_fit_values(v, NULL, n, bits, &t);
+
+	if (rc)
+		return rc;
+	memcpy(lv, t.c, ((size_t)1 << bits) * sizeof *lv);
+	for (size_t i = 0; i < n; i++)
+		idx[i] = (uint16_t)pal_nearest(&t, v[i]);
+	return 0;
+}
+
 /* 1-D k-means (Lloyd) with K = 2^bits levels, exact on the sorted values: a cluster is a range of
  * the sorted array, its mean two prefix-sum lookups. work: n floats + (n + 1) doubles. */
 static void dq_kmeans(const float *v, size_t n, unsigned bits, uint16_t *idx, float *lv, void *work)
@@ -679,8 +639,10 @@ size_t dq_bound(size_t nr, size_t cols, unsigned esize)
 static int dq_check_params(const dq_params *p)
 {
 	if (!p->group || p->group > DQ_GROUP_MAX || !p->keep || p->keep > p->group || !p->bits ||
-	    p->bits > 16 || !p->quant || p->quant > DQ_Q_ZERO || (p->quant == DQ_Q_ZERO && p->bits < 2) ||
-	    (p->quant == DQ_Q_KMEANS && p->bits > DQ_KMEANS_MAXBITS) || p->split > p->bits ||
+	    p->bits > 16 || !p->quant || p->quant > DQ_Q_PALETTE ||
+	    (p->quant == DQ_Q_ZERO && p->bits < 2) ||
+	    ((p->quant == DQ_Q_KMEANS || p->quant == DQ_Q_PALETTE) && p->bits > DQ_KMEANS_MAXBITS) ||
+	    p->split > p->bits ||
 	    !p->srows || p->rescale > DQ_RESCALE_NONE)
 		return -EINVAL;
 	return 0;
@@ -792,7 +754,7 @@ ssize_t dq_encode(cx_ctx *cx, void *dst, size_t cap, const void *ft, const void 
 	d[0] = CX_MAGIC;
 	d[1] = CX_DELTADQ;
 	d[2] = DQ_VERSION;
-	d[3] = p->quant;
+	d[3] = p->quant == DQ_Q_PALETTE ? DQ_Q_KMEANS : p->quant; /* same levels table on disk */
 	d[4] = (uint8_t)dt;
 	d[5] = p->bits;
 	/* d[6] = lo, below */
@@ -812,8 +774,10 @@ ssize_t dq_encode(cx_ctx *cx, void *dst, size_t cap, const void *ft, const void 
 			dq_uniform(vals + b, e - b, p->bits, idx + b, lv);
 		else if (p->quant == DQ_Q_ZERO)
 			dq_zero(vals + b, e - b, p->bits, idx + b, lv);
-		else
+		else if (p->quant == DQ_Q_KMEANS)
 			dq_kmeans(vals + b, e - b, p->bits, idx + b, lv, work);
+		else if ((a = dq_palette(vals + b, e - b, p->bits, idx + b, lv)))
+			return a;
 		memcpy(d + off, lv, nlev * 4);
 		off += nlev * 4;
 	}
@@ -1283,8 +1247,8 @@ static int dq_full(dq_pc *pc, const dq_params *p, dq_stats *st)
 static int dq_check_fixed(const dq_params *f)
 {
 	if (f->group > DQ_GROUP_MAX || (f->group && f->keep > f->group) || !(f->keep_frac >= 0) ||
-	    f->keep_frac > 1 || f->bits > 16 || f->quant > DQ_Q_ZERO ||
-	    (f->quant == DQ_Q_KMEANS && f->bits > DQ_KMEANS_MAXBITS) ||
+	    f->keep_frac > 1 || f->bits > 16 || f->quant > DQ_Q_PALETTE ||
+	    ((f->quant == DQ_Q_KMEANS || f->quant == DQ_Q_PALETTE) && f->bits > DQ_KMEANS_MAXBITS) ||
 	    (f->quant == DQ_Q_ZERO && f->bits == 1) || f->split > 17 ||
 	    (f->bits && f->split > f->bits) || f->rescale > DQ_RESCALE_NONE)
 		return -EINVAL;
@@ -1324,7 +1288,7 @@ static int dq_search(dq_pc *pc, const dq_params *fx, dq_params *out, dq_stats *s
 				p.bits = fx->bits ? fx->bits : bs[bi];
 				p.srows = (uint32_t)srs[si];
 				if ((fx->quant && qi) || (fx->bits && bi) ||
-				    (p.quant == DQ_Q_KMEANS && p.bits > DQ_KMEANS_MAXBITS) ||
+				    ((p.quant == DQ_Q_KMEANS || p.quant == DQ_Q_PALETTE) && p.bits > DQ_KMEANS_MAXBITS) ||
 				    (p.quant == DQ_Q_ZERO && p.bits < 2) ||
 				    (fx->split && fx->split > p.bits))
 					continue;

@@ -63,7 +63,9 @@
 #define DQ_GROUP_MAX 1024    /* largest dropout group */
 #define DQ_KMEANS_MAXBITS 8  /* a k-means level table holds 2^bits f32 */
 
-enum { DQ_Q_AUTO = 0, DQ_Q_UNIFORM = 1, DQ_Q_KMEANS = 2, DQ_Q_ZERO = 3 };        /* quant */
+/* DQ_Q_PALETTE: encoder only, chosen only when asked for: levels fitted by codec/palette.h's
+ * optimal split instead of Lloyd from quantiles, stored as a DQ_Q_KMEANS table. */
+enum { DQ_Q_AUTO = 0, DQ_Q_UNIFORM = 1, DQ_Q_KMEANS = 2, DQ_Q_ZERO = 3, DQ_Q_PALETTE = 4 };        /* quant */
 enum { DQ_RESCALE_AUTO = 0, DQ_RESCALE_FULL = 1, DQ_RESCALE_HALF = 2, DQ_RESCALE_NONE = 3 }; /* rescale */
 #define DQ_SPLIT_AUTO 0 /* split: 0 = the encoder keeps the smaller; else 1 + lo (1 = one plane) */
 

@@ -46,6 +46,7 @@
 #include <zstd_errors.h>
 
 #include "cx_internal.h"
+#include "half.h"
 
 /* The fit must give the same table on every machine: no fused multiply-add contraction, which
  * GNU C would otherwise do wherever the target has FMA (aarch64, x86-64 with -march=native). */
@@ -88,66 +89,19 @@ AI uint32_t pal_bits32(float f)
 	return x;
 }
 
-static float pal_f16_to_f32(uint16_t h)
-{
-	uint32_t sign = (uint32_t)(h & 0x8000) << 16, e = (h >> 10) & 0x1f, m = h & 0x3ff;
 
-	if (e == 0x1f)
-		return pal_f32(sign | 0x7f800000 | m << 13);
-	if (e)
-		return pal_f32(sign | (e + 112) << 23 | m << 13);
-	return pal_f32(pal_bits32((float)m * 0x1p-24f) | sign); /* exact: m < 2^10 */
-}
 
-/* Round to nearest, ties to even, in integer arithmetic so no FPU mode can change the table. */
-static uint16_t pal_f32_to_f16(float f)
-{
-	uint32_t x = pal_bits32(f), sign = (x >> 16) & 0x8000, ax = x & 0x7fffffff, r, rem, half;
-	unsigned shift;
-
-	if (ax > 0x7f800000)
-		return (uint16_t)(sign | 0x7e00);
-	if (ax >= 0x477ff000) /* >= 65520: rounds to infinity */
-		return (uint16_t)(sign | 0x7c00);
-	if (ax >= 0x38800000) { /* normal half */
-		r = ax - (112u << 23);
-		rem = r & 0x1fff;
-		r >>= 13;
-		if (rem > 0x1000 || (rem == 0x1000 && (r & 1)))
-			r++;
-		return (uint16_t)(sign | r);
-	}
-	if (ax < 0x33000000) /* below 2^-25: rounds to zero */
-		return (uint16_t)sign;
-	shift = 126 - (ax >> 23); /* 14..24: subnormal half, units of 2^-24 */
-	r = (ax & 0x7fffff) | 0x800000;
-	rem = r & ((1u << shift) - 1);
-	half = 1u << (shift - 1);
-	r >>= shift;
-	if (rem > half || (rem == half && (r & 1)))
-		r++;
-	return (uint16_t)(sign | r);
-}
-
-static uint16_t pal_f32_to_bf16(float f)
-{
-	uint32_t x = pal_bits32(f);
-
-	if ((x & 0x7fffffff) > 0x7f800000)
-		return (uint16_t)(x >> 16 | 0x40);
-	return (uint16_t)((x + 0x7fff + (x >> 16 & 1)) >> 16);
-}
 
 /* The value of a 16-bit pattern of dtype dt (BF16 or F16). */
 static float pal_h2f(int dt, uint16_t h)
 {
-	return dt == DT_BF16 ? pal_f32((uint32_t)h << 16) : pal_f16_to_f32(h);
+	return dt == DT_BF16 ? pal_f32((uint32_t)h << 16) : hf_f16_to_f32(h);
 }
 
 /* x rounded to dt, as the bit pattern the blob stores (low 16 bits for BF16/F16). */
 static uint32_t pal_round(int dt, float x)
 {
-	return dt == DT_F32 ? pal_bits32(x) : dt == DT_BF16 ? pal_f32_to_bf16(x) : pal_f32_to_f16(x);
+	return dt == DT_F32 ? pal_bits32(x) : dt == DT_BF16 ? hf_f32_to_bf16(x) : hf_f32_to_f16(x);
 }
 
 static float pal_value(int dt, uint32_t p)

@@ -30,7 +30,9 @@
 #include "../codec/codec.h"
 #include "../codec/dtype.h"
 #include "../codec/deltadq.h"
+#include "../codec/half.h"
 #include "../codec/lossless.h"
+#include "../codec/palette.h"
 #include "../codec/spp.h"
 #include "reader.h"
 #include "safetensors.h"
@@ -63,8 +65,9 @@ typedef struct unit {
 
 /* The DeltaDQ plan of one segment: set by its plan unit, read by its chunk units. */
 typedef struct plan {
-	dq_params p;
-	int done; /* guarded by job.lock; 1 = p valid, -1 = tensor falls back to lossless */
+	dq_params p;  /* CX_DELTADQ segments */
+	pal_table t;  /* CX_PALETTE segments */
+	int done; /* guarded by job.lock; 1 = plan valid, -1 = tensor falls back to lossless */
 } plan;
 
 typedef struct job {
@@ -307,6 +310,13 @@ static int dq_eligible(const mf_seg *sg)
 	return sg->chunk_size == dq_chunk_rows(sg->shape[1], dt_size(sg->dtype)) * rowb;
 }
 
+/* A lossy (palette) base: float tensors of 2 or more dimensions; norms and biases stay exact. */
+static int pal_eligible(const mf_seg *sg)
+{
+	return sg->kind == MF_TENSOR && sg->base_file < 0 && sg->ndim >= 2 && sg->len &&
+	       (sg->dtype == DT_F32 || sg->dtype == DT_F16 || sg->dtype == DT_BF16);
+}
+
 static int build_manifest(manifest *m, in_file *in, size_t nin, const rd_ckpt *base,
 			  uint32_t chunk_size, int rowalign, uint64_t *matched, df_err *err)
 {
@@ -445,8 +455,48 @@ static float *probes(const job *j, const mf_seg *sg, size_t cols, size_t *nprobe
 	return x;
 }
 
+/* Mark segment (f, s)'s plan done (or fallen back to lossless) and wake its chunk units. */
+static void plan_done(job *j, const unit *u, int ok)
+{
+	pthread_mutex_lock(&j->lock);
+	j->plans[u->f][u->s].done = ok ? 1 : -1;
+	pthread_cond_broadcast(&j->cond);
+	pthread_mutex_unlock(&j->lock);
+}
+
+/* The palette of a whole tensor of a lossy base, and its error ||W - W'|| / ||W||. */
+static int pal_plan_unit(worker *w, const unit *u, df_err *err)
+{
+	job *j = w->j;
+	const in_file *x = &j->in[u->f];
+	mf_seg *sg = &j->m->files[u->f].segs[u->s];
+	plan *pl = &j->plans[u->f][u->s];
+	const uint8_t *src = x->map + sg->off;
+	int rc = pal_fit(src, sg->len, (dt_id)sg->dtype, j->o->pal_bits, &pl->t);
+	if (rc == -EDOM) {
+		sg->codec = CX_LOSSLESS; /* non-finite values: stays exact */
+		rc = 0;
+	} else if (rc) {
+		rc = df_errf(err, rc, "%s: tensor \"%s\": palette fit failed: %s", x->abs, sg->name,
+			     strerror(-rc));
+	} else {
+		double num = 0, den = 0;
+		unsigned es = dt_size(sg->dtype);
+		for (size_t i = 0; i < sg->len / es; i++) {
+			float v = hf_load((dt_id)sg->dtype, src, i);
+			double d = v - pl->t.c[pal_nearest(&pl->t, v)];
+			num += d * d;
+			den += (double)v * v;
+		}
+		sg->q.delta_rel_err = den > 0 ? (float)sqrt(num / den) : 0;
+		sg->q.params[2] = j->o->pal_bits;
+	}
+	plan_done(j, u, !rc && sg->codec == CX_PALETTE);
+	return rc;
+}
+
 /* Choose segment (f, s)'s DeltaDQ parameters on the whole matrix against the whole decoded base. */
-static int plan_unit(worker *w, const unit *u, df_err *err)
+static int dq_plan_unit(worker *w, const unit *u, df_err *err)
 {
 	job *j = w->j;
 	const in_file *x = &j->in[u->f];
@@ -487,15 +537,12 @@ static int plan_unit(worker *w, const unit *u, df_err *err)
 	}
 	free(base);
 	free(X);
-	pthread_mutex_lock(&j->lock);
-	pl->done = rc || sg->codec != CX_DELTADQ ? -1 : 1;
-	pthread_cond_broadcast(&j->cond);
-	pthread_mutex_unlock(&j->lock);
+	plan_done(j, u, !rc && sg->codec == CX_DELTADQ);
 	return rc;
 }
 
 /* Wait until segment (f, s)'s plan is done; NULL if it fell back to lossless. */
-static const dq_params *plan_wait(job *j, const unit *u)
+static const plan *plan_wait(job *j, const unit *u)
 {
 	plan *pl = &j->plans[u->f][u->s];
 	pthread_mutex_lock(&j->lock);
@@ -503,7 +550,7 @@ static const dq_params *plan_wait(job *j, const unit *u)
 		pthread_cond_wait(&j->cond, &j->lock);
 	int ok = pl->done == 1;
 	pthread_mutex_unlock(&j->lock);
-	return ok ? &pl->p : NULL;
+	return ok ? pl : NULL;
 }
 
 static int encode_unit(worker *w, const unit *u, df_err *err)
@@ -545,18 +592,22 @@ static int encode_unit(worker *w, const unit *u, df_err *err)
 			return 0;
 		}
 	}
-	const dq_params *dq = sg->codec == CX_DELTADQ ? plan_wait(j, u) : NULL;
-	if (sg->codec == CX_DELTADQ && !dq && atomic_load(&j->failed))
+	const plan *pl = sg->codec == CX_DELTADQ || sg->codec == CX_PALETTE ? plan_wait(j, u) : NULL;
+	if (!pl && atomic_load(&j->failed))
 		return 0;
-	size_t rowb = sg->ndim == 2 ? (size_t)sg->shape[1] * dt_size(sg->dtype) : 0;
-	size_t cap = dq ? dq_bound(n / rowb, sg->shape[1], dt_size(sg->dtype)) : ll_bound(n);
+	const dq_params *dq = pl && sg->codec == CX_DELTADQ ? &pl->p : NULL;
+	const pal_table *pal = pl && sg->codec == CX_PALETTE ? &pl->t : NULL;
+	unsigned es = dt_size(sg->dtype);
+	size_t rowb = sg->ndim == 2 ? (size_t)sg->shape[1] * es : 0;
+	size_t cap = dq ? dq_bound(n / rowb, sg->shape[1], es)
+		   : pal ? pal_bound(n, (dt_id)sg->dtype, pal->bits) : ll_bound(n);
 	uint8_t *blob = malloc(cap);
 	if (!blob)
 		return df_errf(err, -ENOMEM, "out of memory");
-	unsigned es = dt_size(sg->dtype);
 	ssize_t blen = dq ? dq_encode(w->cx, blob, cap, src, base, (dt_id)sg->dtype, sg->shape[1],
 				      (size_t)u->c * (sg->chunk_size / rowb), n / rowb, dq)
-			  : ll_encode(w->cx, blob, cap, src, n, es, base, j->level);
+		     : pal ? pal_encode(w->cx, blob, cap, src, n, (dt_id)sg->dtype, pal, j->level)
+			   : ll_encode(w->cx, blob, cap, src, n, es, base, j->level);
 	spp_stats bz;
 	if (blen > 0 && !dq && base && dt_is_float(sg->dtype) &&
 	    !spp_measure(base, n / es, (dt_id)sg->dtype, &bz) && bz.zeros) {
@@ -626,7 +677,8 @@ static void *worker_main(void *arg)
 		const unit *u = &j->units[i];
 		const mf_seg *sg = &j->m->files[u->f].segs[u->s];
 		if (u->c == UNIT_PLAN) {
-			rc = plan_unit(&w, u, &err);
+			rc = sg->codec == CX_PALETTE ? pal_plan_unit(&w, u, &err)
+						     : dq_plan_unit(&w, u, &err);
 			atomic_fetch_add(&j->done_bytes, sg->len);
 		} else {
 			rc = encode_unit(&w, u, &err);
@@ -734,22 +786,22 @@ int ing_add(store *s, const char *name, const char *path, const ing_opts *o, ing
 
 	size_t nunits = 0, k = 0;
 	uint64_t plan_bytes = 0;
-	int dq = o->codec == CX_DELTADQ;
-	if (dq && !(j.plans = calloc(m->nfiles, sizeof *j.plans))) {
+	int dq = o->codec == CX_DELTADQ, pal = o->codec == CX_PALETTE;
+	if ((dq || pal) && !(j.plans = calloc(m->nfiles, sizeof *j.plans))) {
 		rc = df_errf(err, -ENOMEM, "out of memory");
 		goto out;
 	}
 	for (uint32_t i = 0; i < m->nfiles; i++) {
 		mf_file *f = &m->files[i];
-		if (dq && !(j.plans[i] = calloc(f->nsegs, sizeof **j.plans))) {
+		if ((dq || pal) && !(j.plans[i] = calloc(f->nsegs, sizeof **j.plans))) {
 			rc = df_errf(err, -ENOMEM, "out of memory");
 			goto out;
 		}
 		for (uint32_t t = 0; t < f->nsegs; t++) {
 			mf_seg *sg = &f->segs[t];
 			nunits += sg->nchunks;
-			if (dq && dq_eligible(sg)) {
-				sg->codec = CX_DELTADQ;
+			if ((dq && dq_eligible(sg)) || (pal && pal_eligible(sg))) {
+				sg->codec = dq ? CX_DELTADQ : CX_PALETTE;
 				plan_bytes += sg->len;
 				nunits++;
 			}
@@ -762,7 +814,7 @@ int ing_add(store *s, const char *name, const char *path, const ing_opts *o, ing
 	}
 	for (uint32_t i = 0; i < m->nfiles; i++)
 		for (uint32_t t = 0; t < m->files[i].nsegs; t++)
-			if (m->files[i].segs[t].codec == CX_DELTADQ)
+			if (m->files[i].segs[t].codec != CX_LOSSLESS)
 				j.units[k++] = (unit){i, t, UNIT_PLAN};
 	for (uint32_t i = 0; i < m->nfiles; i++)
 		for (uint32_t t = 0; t < m->files[i].nsegs; t++)
@@ -831,7 +883,8 @@ int ing_add(store *s, const char *name, const char *path, const ing_opts *o, ing
 		for (uint32_t t = 0; t < m->files[i].nsegs; t++) {
 			mf_seg *sg = &m->files[i].segs[t];
 			int same = sg->base_file >= 0;
-			if (sg->codec == CX_DELTADQ) { /* LOSSLESS and SPP blobs are byte-exact */
+			if (sg->codec == CX_DELTADQ || sg->codec == CX_PALETTE) {
+				/* LOSSLESS and SPP blobs are byte-exact */
 				m->files[i].lossless = 0;
 				res->lossy++;
 			}

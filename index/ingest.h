@@ -39,8 +39,11 @@ typedef struct ing_opts {
 	uint32_t chunk_size; /* 0 = ING_CHUNK_DEFAULT, and float matrices in chunks of whole rows
 				(dq_chunk_rows); else this size for everything. Tensors matched
 				with a base always take the base tensor's chunk size. */
-	int codec;           /* CX_LOSSLESS (0 = the same) or CX_DELTADQ: DeltaDQ for float
-				matrices with a base, lossless for everything else */
+	int codec;           /* CX_LOSSLESS (0 = the same); CX_DELTADQ: DeltaDQ for float
+				matrices with a base; CX_PALETTE: a lossy base, float tensors of
+				2+ dimensions as palettes of 2^pal_bits values. The rest stays
+				lossless. */
+	unsigned pal_bits;   /* CX_PALETTE: bits per weight, 2..8 */
 	double ratio;        /* DeltaDQ: target ratio per matrix (original / stored bytes) */
 	dq_params dq;        /* DeltaDQ: fixed parameters (zero fields: chosen per matrix) */
 	const char *calib;   /* DeltaDQ: safetensors file of probe inputs, or NULL (Gaussian) */

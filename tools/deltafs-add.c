@@ -29,13 +29,16 @@ static void usage(FILE *out)
 		"  --replace        replace an existing checkpoint NAME\n"
 		"  --level N        zstd level (default 1)\n"
 		"  --chunk-size K   chunk size in KiB for tensors without a base (default %u)\n"
-		"  --codec C        lossless (default) or deltadq: lossy DeltaDQ deltas for float\n"
-		"                   matrices with a base (1-D tensors and the rest stay lossless)\n"
+		"  --codec C        lossless (default); deltadq: lossy DeltaDQ deltas for float\n"
+		"                   matrices with a base; palette: a lossy base, float tensors of\n"
+		"                   2+ dims as 2^bits-entry palettes (--bits); 1-D tensors and\n"
+		"                   everything else stay lossless\n"
 		"  --ratio R        deltadq: target compression per matrix, e.g. 16, 32, 64, 128\n"
 		"  --drop P         deltadq: fraction of each group's delta dropped (0 = none)\n"
-		"  --bits K         deltadq: bits per kept value\n"
+		"  --bits K         deltadq: bits per kept value; palette: bits per weight (2..8)\n"
 		"  --group G        deltadq: dropout group size along a row (8..1024)\n"
-		"  --quantizer Q    deltadq: uniform or kmeans levels (default: chosen per matrix)\n"
+		"  --quantizer Q    deltadq: uniform, kmeans (Lloyd) or palette (optimal k-means,\n"
+		"                   codec/palette.h) levels (default: chosen per matrix)\n"
 		"  --calib FILE     deltadq: probe inputs, a safetensors file with an F32 [n, in]\n"
 		"                   tensor per weight, named as the weight or its module (the\n"
 		"                   weight's name without \".weight\"); default: Gaussian probes\n"
@@ -98,8 +101,10 @@ int main(int argc, char **argv)
 				o.codec = CX_LOSSLESS;
 			} else if (!strcmp(optarg, "deltadq")) {
 				o.codec = CX_DELTADQ;
+			} else if (!strcmp(optarg, "palette")) {
+				o.codec = CX_PALETTE;
 			} else {
-				fprintf(stderr, "deltafs-add: --codec is lossless or deltadq\n");
+				fprintf(stderr, "deltafs-add: --codec is lossless, deltadq or palette\n");
 				return 2;
 			}
 			break;
@@ -142,8 +147,11 @@ int main(int argc, char **argv)
 				o.dq.quant = DQ_Q_UNIFORM;
 			} else if (!strcmp(optarg, "kmeans")) {
 				o.dq.quant = DQ_Q_KMEANS;
+			} else if (!strcmp(optarg, "palette")) {
+				o.dq.quant = DQ_Q_PALETTE;
 			} else {
-				fprintf(stderr, "deltafs-add: --quantizer is uniform or kmeans\n");
+				fprintf(stderr, "deltafs-add: --quantizer is uniform, kmeans or "
+					"palette\n");
 				return 2;
 			}
 			break;
@@ -155,6 +163,16 @@ int main(int argc, char **argv)
 	if (argc - optind != 3) {
 		usage(stderr);
 		return 2;
+	}
+	if (o.codec == CX_PALETTE) {
+		if (o.base || !o.dq.bits || o.dq.bits < 2 || o.dq.bits > 8 || o.ratio ||
+		    o.dq.keep_frac > 0 || o.dq.group || o.dq.quant || o.calib) {
+			fprintf(stderr, "deltafs-add: --codec palette makes a lossy base: it takes "
+				"--bits 2..8 and no --base or DeltaDQ option\n");
+			return 2;
+		}
+		o.pal_bits = o.dq.bits;
+		o.dq.bits = 0;
 	}
 	int explicit = o.dq.bits && o.dq.keep_frac > 0;
 	if (o.codec == CX_DELTADQ && !o.ratio && !explicit) {
@@ -214,8 +232,9 @@ int main(int argc, char **argv)
 	if (o.base)
 		printf(", %llu tensors matched the base, %llu unchanged",
 		       (unsigned long long)r.matched, (unsigned long long)r.unchanged);
-	if (o.codec == CX_DELTADQ)
-		printf(", %llu stored with DeltaDQ", (unsigned long long)r.lossy);
+	if (o.codec == CX_DELTADQ || o.codec == CX_PALETTE)
+		printf(", %llu stored lossy (%s)", (unsigned long long)r.lossy,
+		       cx_codec_name(o.codec));
 	if (r.off_target)
 		printf(" (%llu could not reach the ratio within 10%%: the closest was kept)",
 		       (unsigned long long)r.off_target);

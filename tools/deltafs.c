@@ -192,6 +192,10 @@ static int cmd_info(const char *dir, const char *name)
 						 (unsigned long long)sg->broken);
 				printf(" %-16s", sp);
 			}
+			if (sg->codec == CX_PALETTE)
+				printf(" %6.2f %9.4f %9s  bits=%u", sg->stored * 8.0 /
+				       (double)(sg->len / dt_size(sg->dtype)), sg->q.delta_rel_err, "-",
+				       sg->q.params[2]);
 			if (sg->codec == CX_DELTADQ && !eq) {
 				printf(" %6.2f %9.4f %9.5f  g=%u keep=%u bits=%u %s", sg->q.bits,
 				       sg->q.delta_rel_err, sg->q.output_rel_err, sg->q.params[0],

@@ -359,6 +359,30 @@ def case_spp(tmp):
     return 0
 
 
+def case_palette(tmp):
+    """A lossy palette base: about b bits per weight; a lossless fine-tune over it still exact."""
+    st = os.path.join(tmp, "store")
+    b, f = os.path.join(tmp, "b.safetensors"), os.path.join(tmp, "f.safetensors")
+    gen("--preset", "tiny", "--seed", "5", "--out", b)
+    gen("--preset", "tiny", "--seed", "5", "--finetune", "3", "--out", f)
+    r = run(ADD, "-q", st, "b3", b, "--codec", "palette", "--bits", "3")
+    assert "stored lossy (palette)" in r.stdout, r.stdout
+    info = run(DFS, "info", st, "b3").stdout
+    bits = [float(l.split()[l.split().index("palette") + 7]) for l in info.splitlines()
+            if " palette " in l]
+    assert bits and all(2.0 < x < 3.3 for x in bits), bits
+    run(ADD, "-q", st, "f", f, "--base", "b3")
+    out = os.path.join(tmp, "out")
+    run(DFS, "export", st, "f", out)
+    assert sha(os.path.join(out, "f.safetensors")) == sha(f)
+    run(DFS, "export", st, "b3", out)
+    assert sha(os.path.join(out, "b.safetensors")) != sha(b)
+    r = run(ADD, "-q", st, "x", b, "--codec", "palette", ok=False)
+    assert r.returncode == 2 and "--bits" in r.stderr
+    run(DFS, "verify", st)
+    return 0
+
+
 def main():
     case = sys.argv[1]
     for tool in (ADD, DFS):
