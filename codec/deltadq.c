@@ -67,7 +67,7 @@
 #define DQ_VMAX 10        /* bytes of a u64 varint */
 #define DQ_FIXHDR 7       /* cx header + dtype, bits, lo */
 #define DQ_HDR_MAX (DQ_FIXHDR + 7 * DQ_VMAX)
-#define DQ_CHUNK_BYTES (512u << 10)
+#define DQ_CHUNK_BYTES (256u << 10)
 #define DQ_PAD 8          /* zero bytes after each decoded plane: the bit reader loads 8 bytes */
 #define DQ_DELTA_MAX 0x1p100f /* larger deltas (-EDOM) could overflow a level's step to infinity */
 

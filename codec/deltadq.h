@@ -92,7 +92,7 @@ typedef struct dq_stats {
 	uint64_t bytes;         /* sum of the blob sizes of every chunk, headers included */
 } dq_stats;
 
-/* Rows per chunk for a matrix with `cols` columns of esize-byte elements: about 512 KiB of
+/* Rows per chunk for a matrix with `cols` columns of esize-byte elements: about 256 KiB of
  * original bytes (so the mount decodes little per read), at least 1. Chunk c is rows
  * [c * dq_chunk_rows, ...) and dq_plan counts bytes over exactly these chunks. */
 size_t dq_chunk_rows(size_t cols, unsigned esize);
