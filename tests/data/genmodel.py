@@ -256,7 +256,7 @@ def safetensors_header(specs, dtype):
         off += n
     raw = json.dumps(hdr, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)
-    return struct.pack("<Q", len(raw)) + raw, off
+    return struct.pack("<Q", len(raw)) + raw
 
 
 class Progress:
@@ -280,7 +280,7 @@ class Progress:
 
 def write_safetensors(path, entries, args, pool, progress):
     """entries: [(BaseTensor, DeltaTensor|None)] in file order; writes path atomically."""
-    header, _ = safetensors_header([(b.name, b.shape) for b, _ in entries], args.dtype)
+    header = safetensors_header([(b.name, b.shape) for b, _ in entries], args.dtype)
     jobs = [(b, d, i) for b, d in entries for i in range(b.n_chunks())]
     window = 2 * args.jobs
     tmp = path + ".tmp"
