@@ -3,7 +3,7 @@
 # Does nothing when everything is there already; needs root (or sudo) otherwise.
 set -e
 PKGS="meson ninja-build pkg-config gcc libfuse3-dev fuse3 libzstd-dev libxxhash-dev liblmdb-dev
-      libjansson-dev libssl-dev python3 python3-numpy zstd"
+      libjansson-dev libssl-dev python3 python3-numpy zstd lmdb-utils"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -163,6 +163,14 @@ def case_malformed(tmp):
     assert "nope" in r.stderr
     r = run(DFS, "ls", os.path.join(tmp, "no-such-store"), ok=False)
     assert r.returncode != 0 and "no-such-store" in r.stderr
+    # A store written by a future format: refused with a clear message by every command.
+    if shutil.which("mdb_load"):
+        dump = ("VERSION=3\nformat=print\ndatabase=meta\ntype=btree\nHEADER=END\n"
+                " format\n \\63\\00\\00\\00\\00\\00\\00\\00\nDATA=END\n")
+        subprocess.run(["mdb_load", "-s", "meta", st], input=dump, text=True, check=True)
+        for args in ((DFS, "ls", st), (ADD, "-q", st, "y", good), (DFS, "verify", st)):
+            r = run(*args, ok=False)
+            assert r.returncode != 0 and "format version 99 is not supported" in r.stderr, r.stderr
     return 0
 
 
