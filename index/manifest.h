@@ -25,7 +25,7 @@
 
 #include "err.h"
 
-#define MF_VERSION 1
+#define MF_VERSION 2 /* 2: sparsity fields (zeros, broken, N:M) per segment */
 #define MF_MAX_DIMS 16
 
 enum { MF_HEADER = 0, MF_TENSOR = 1, MF_RAW = 2 };  /* mf_seg.kind */
