@@ -174,8 +174,26 @@ int spp_measure(const void *src, size_t n_elems, dt_id dt, spp_stats *out)
 	if (!out || !es || (!src && n_elems))
 		return -EINVAL;
 	zmask = dt_is_float(dt) ? spp_mag(es) : (es == 8 ? UINT64_MAX : (UINT64_C(1) << 8 * es) - 1);
-	for (size_t i = 0; i < n_elems; i++)
-		zeros += (spp_ld(p + i * es, es) & zmask) == 0;
+	/* Typed loops for the common widths: the generic load kept this at ~1 GB/s, a tenth of
+	 * an ingest's time on a dense base; these vectorise. */
+	if (es == 2) {
+		const uint16_t m16 = (uint16_t)zmask;
+		for (size_t i = 0; i < n_elems; i++) {
+			uint16_t v;
+			memcpy(&v, p + 2 * i, 2);
+			zeros += (v & m16) == 0;
+		}
+	} else if (es == 4) {
+		const uint32_t m32 = (uint32_t)zmask;
+		for (size_t i = 0; i < n_elems; i++) {
+			uint32_t v;
+			memcpy(&v, p + 4 * i, 4);
+			zeros += (v & m32) == 0;
+		}
+	} else {
+		for (size_t i = 0; i < n_elems; i++)
+			zeros += (spp_ld(p + i * es, es) & zmask) == 0;
+	}
 	out->n = n_elems;
 	out->zeros = zeros;
 	out->nm_n = out->nm_m = 0;

@@ -366,6 +366,7 @@ static int build_manifest(manifest *m, in_file *in, size_t nin, const rd_ckpt *b
 				break;
 			sg->dtype = (uint8_t)st->dtype;
 			sg->ndim = (uint8_t)st->ndim;
+			sg->nm_m = 12; /* while ingesting: bit 4 = still 2:4, bit 8 = still 4:8 */
 			memcpy(sg->shape, st->shape, sizeof sg->shape[0] * st->ndim);
 			if (hit) {
 				sg->base_file = (int32_t)hit->f;
@@ -564,17 +565,14 @@ static int encode_unit(worker *w, const unit *u, df_err *err)
 	const uint8_t *base = NULL;
 	int rc;
 
-	if (u->c == 0 && sg->kind == MF_TENSOR && dt_is_float(sg->dtype) && sg->len) {
-		/* Sparsity of the whole tensor, once, by the worker that takes its first chunk. */
+	if (sg->kind == MF_TENSOR && dt_is_float(sg->dtype)) {
+		/* Sparsity, chunk by chunk while the chunk is hot: zeros add up, and the tensor follows
+		 * 2:4 (4:8) if every chunk does; chunks start at multiples of 8 elements. */
 		spp_stats sp;
-		size_t last = sg->ndim ? (size_t)sg->shape[sg->ndim - 1] : 1;
-		if (!spp_measure(x->map + sg->off, sg->len / dt_size(sg->dtype), (dt_id)sg->dtype,
-				 &sp)) {
-			sg->zeros = sp.zeros;
-			if (sp.nm_m && last % sp.nm_m == 0) {
-				sg->nm_n = (uint8_t)sp.nm_n;
-				sg->nm_m = (uint8_t)sp.nm_m;
-			}
+		if (!spp_measure(src, n / dt_size(sg->dtype), (dt_id)sg->dtype, &sp)) {
+			uint8_t keep = (uint8_t)((sp.nm_m == 4 ? 4 : 0) | (sp.nm_m ? 8 : 0));
+			__atomic_fetch_add(&sg->zeros, sp.zeros, __ATOMIC_RELAXED);
+			__atomic_fetch_and(&sg->nm_m, keep | ~12u, __ATOMIC_RELAXED);
 		}
 	}
 	if (sg->base_file >= 0) {
@@ -883,6 +881,10 @@ int ing_add(store *s, const char *name, const char *path, const ing_opts *o, ing
 		for (uint32_t t = 0; t < m->files[i].nsegs; t++) {
 			mf_seg *sg = &m->files[i].segs[t];
 			int same = sg->base_file >= 0;
+			uint64_t last = sg->ndim ? sg->shape[sg->ndim - 1] : 1;
+			uint8_t m2 = sg->nm_m & 4 ? 4 : sg->nm_m & 8 ? 8 : 0;
+			sg->nm_m = sg->zeros && m2 && last % m2 == 0 ? m2 : 0;
+			sg->nm_n = sg->nm_m / 2;
 			if (sg->codec == CX_DELTADQ || sg->codec == CX_PALETTE) {
 				/* LOSSLESS and SPP blobs are byte-exact */
 				m->files[i].lossless = 0;
