@@ -23,6 +23,16 @@
  *                    squared error (stored as uniform: min = -K * step, step);
  *      DQ_Q_KMEANS:  2^bits levels by 1-D k-means (Lloyd on the sorted values with prefix sums,
  *                    so one iteration is O(2^bits log n)); stored as a table of f32 levels.
+ *   Support mode (dq_params.support, blob flag DQ_SUPPORT), for a pruned base whose fine-tune
+ *      keeps its zeros (SPP, ../shared/SEEDS.md; the zero rule of codec/spp.h: +-0.0): in each row
+ *      the elements where the base is not a zero form the row's support, in order, and steps 2-3
+ *      run over the support instead of the row: groups of `group` support elements (the last one
+ *      of a row shorter), kept positions drawn among them, set sizes summed over rows. Decode
+ *      derives the support from the base rows it is given, so no mask is stored, and writes the
+ *      base's bits (its exact zero) everywhere off the support: every zero of the base stays
+ *      exactly that zero at any ratio. Rows then keep different counts, all known from the base.
+ *      A fine-tune that breaks zeros loses those elements' deltas (ingest uses the mode only
+ *      when it breaks none).
  *   4. Separate quantization: the level indices are split into a high plane (bits - lo bits
  *      each) and a low plane (lo bits each), each packed densely and zstd-compressed on its own
  *      (or stored raw when zstd does not shrink it), so each plane gets its own entropy table.
@@ -32,13 +42,16 @@
  * tests/deltadq/bench_deltadq.c).
  *
  * Blob layout (all little-endian; vu = unsigned LEB128 varint, at most 10 bytes):
- *     u8 CX_MAGIC, u8 CX_DELTADQ, u8 DQ_VERSION, u8 quantizer (DQ_Q_UNIFORM, _KMEANS, _ZERO)
+ *     u8 CX_MAGIC, u8 CX_DELTADQ, u8 DQ_VERSION, u8 quantizer (DQ_Q_UNIFORM, _KMEANS, _ZERO),
+ *        | DQ_SUPPORT in support mode (blobs from before the mode have the bit clear: same layout)
  *     u8 dtype, u8 bits (1..16; DQ_Q_KMEANS: 1..DQ_KMEANS_MAXBITS), u8 lo (0..bits-1)
  *     vu cols, vu r0, vu nr, vu group (1..DQ_GROUP_MAX), vu keep (1..group), vu srows, vu seed
- *     levels: for each of ceil(nr / srows) sets: UNIFORM, ZERO: f32 min, f32 step;
+ *     levels: for each of ceil(nr / srows) sets (in support mode a set whose rows have no
+ *             support has levels too, unused, written as zeros): UNIFORM, ZERO: f32 min, f32 step;
  *                                               KMEANS: 2^bits f32 levels, ascending
  *     hi plane, then lo plane if lo > 0: vu clen, then clen bytes of one zstd frame, or, if
  *             clen == 0, the plane raw; a plane's decoded size follows from the fields above
+ *             (in support mode with the base rows: a blob that does not match them is -EBADMSG)
  * and nothing after. Decoding writes, for each kept position, round(base + level[index]) into
  * the dtype (round-to-nearest-even from the float sum; F32 adds in float) and copies the base's
  * bit pattern everywhere else. A level of the uniform quantizer is (float)(min + j * step) in
@@ -62,6 +75,7 @@
 #define DQ_VERSION 1
 #define DQ_GROUP_MAX 1024    /* largest dropout group */
 #define DQ_KMEANS_MAXBITS 8  /* a k-means level table holds 2^bits f32 */
+#define DQ_SUPPORT 0x80      /* header byte 3: support mode (the quantizer is the low bits) */
 
 /* DQ_Q_PALETTE: encoder only, chosen only when asked for: levels fitted by codec/palette.h's
  * optimal split instead of Lloyd from quantiles, stored as a DQ_Q_KMEANS table. */
@@ -82,6 +96,8 @@ typedef struct dq_params {
 	uint8_t rescale; /* DQ_RESCALE_*: exponent a = 1, 1/2, 0 of the (L / kept) factor */
 	uint32_t srows;  /* rows sharing one level set (capped at the chunk's rows) */
 	uint32_t seed;   /* dropout PRNG seed */
+	uint32_t support; /* 1: support mode (groups over the base's non-zeros only); 0: dense. In
+			     dq_plan's `fixed` set by the caller and kept as given, not chosen */
 } dq_params;
 
 /* Quality and size of one matrix as dq_plan measured it on the real encode + decode. */

@@ -516,9 +516,19 @@ static int dq_plan_unit(worker *w, const unit *u, df_err *err)
 		store_txn_end(j->s, txn);
 	}
 	dq_stats st = {0};
+	dq_params fx = j->o->dq;
+	spp_stats bz = {0};
+	uint64_t broken = 0;
+	/* A pruned base whose zeros the fine-tune all keeps (SPP): DeltaDQ over the base's support,
+	 * which keeps those zeros exact and spends no byte on them. */
+	if (!rc && !spp_measure(base, rows * cols, (dt_id)sg->dtype, &bz) && bz.zeros &&
+	    !spp_broken_zeros(x->map + sg->off, base, sg->len, dt_size(sg->dtype), &broken))
+		fx.support = !broken;
+	else
+		bz.zeros = 0;
 	if (!rc) {
 		int r = dq_plan(w->cx, x->map + sg->off, base, (dt_id)sg->dtype, rows, cols, X, nprobe,
-				j->o->ratio, &j->o->dq, &pl->p, &st);
+				j->o->ratio, &fx, &pl->p, &st);
 		if (r == -ERANGE)
 			atomic_fetch_add(&j->off_target, 1);
 		if (r == -EDOM) {
@@ -533,7 +543,8 @@ static int dq_plan_unit(worker *w, const unit *u, df_err *err)
 			sg->q.params[0] = pl->p.group;
 			sg->q.params[1] = pl->p.keep;
 			sg->q.params[2] = pl->p.bits;
-			sg->q.params[3] = pl->p.quant;
+			sg->q.params[3] = pl->p.quant | (pl->p.support ? MF_Q_SUPPORT : 0);
+			sg->broken = bz.zeros ? broken : 0;
 		}
 	}
 	free(base);

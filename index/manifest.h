@@ -39,12 +39,15 @@ typedef struct mf_chunk {
 } mf_chunk;
 
 /* Quality figures a lossy codec records at ingest (issue 4); all zero for lossless segments. */
+#define MF_Q_SUPPORT 0x100
+
 typedef struct mf_quality {
 	float delta_rel_err;  /* ||dW - dW'|| / ||dW|| */
 	float output_rel_err; /* ||X dW - X dW'|| / ||X W_ft|| on probe inputs */
 	float bits;           /* average bits per element on disk */
 	float score;          /* importance score used for bit allocation */
-	uint32_t params[4];   /* codec parameters (e.g. group size, kept per group, bits) */
+	uint32_t params[4];   /* codec parameters: DeltaDQ group, kept per group, bits, quantizer
+				 (| MF_Q_SUPPORT: over a pruned base's support); palette bits in [2] */
 } mf_quality;
 
 typedef struct mf_seg {

@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "../codec/codec.h"
+#include "../codec/deltadq.h"
 #include "../codec/dtype.h"
 #include "../index/export.h"
 #include "../index/store.h"
@@ -76,7 +77,12 @@ static int cmd_ls(const char *dir)
 	int rc = 0;
 	if (open_store(dir, STORE_RDONLY, &s))
 		return 1;
-	if (store_rtxn(s, &txn, &e) || store_ckpt_list(s, txn, &names, &n, &e)) {
+	if (store_rtxn(s, &txn, &e)) {
+		store_close(s);
+		return fail(&e);
+	}
+	if (store_ckpt_list(s, txn, &names, &n, &e)) {
+		store_txn_end(s, txn);
 		store_close(s);
 		return fail(&e);
 	}
@@ -129,7 +135,12 @@ static int cmd_info(const char *dir, const char *name)
 	manifest *m;
 	if (open_store(dir, STORE_RDONLY, &s))
 		return 1;
-	if (store_rtxn(s, &txn, &e) || store_ckpt_get(s, txn, name, &m, &e)) {
+	if (store_rtxn(s, &txn, &e)) {
+		store_close(s);
+		return fail(&e);
+	}
+	if (store_ckpt_get(s, txn, name, &m, &e)) {
+		store_txn_end(s, txn);
 		store_close(s);
 		return fail(&e);
 	}
@@ -197,10 +208,13 @@ static int cmd_info(const char *dir, const char *name)
 				       (double)(sg->len / dt_size(sg->dtype)), sg->q.delta_rel_err, "-",
 				       sg->q.params[2]);
 			if (sg->codec == CX_DELTADQ && !eq) {
-				printf(" %6.2f %9.4f %9.5f  g=%u keep=%u bits=%u %s", sg->q.bits,
+				unsigned qz = sg->q.params[3] & 0xff;
+				printf(" %6.2f %9.4f %9.5f  g=%u keep=%u bits=%u %s%s", sg->q.bits,
 				       sg->q.delta_rel_err, sg->q.output_rel_err, sg->q.params[0],
 				       sg->q.params[1], sg->q.params[2],
-				       sg->q.params[3] == 2 ? "kmeans" : "uniform");
+				       qz == DQ_Q_KMEANS ? "kmeans" : qz == DQ_Q_ZERO ? "zero"
+				       : qz == DQ_Q_PALETTE ? "palette" : "uniform",
+				       sg->q.params[3] & MF_Q_SUPPORT ? " support" : "");
 				lw += (double)sg->len;
 				dsum += (double)sg->len * sg->q.delta_rel_err;
 				osum += (double)sg->len * sg->q.output_rel_err;

@@ -511,6 +511,171 @@ static void t_fixed(void)
 	cx_ctx_free(cx);
 }
 
+/* ---- support mode ---------------------------------------------------------------------------- */
+
+/* Prune m's base, and make its fine-tune keep the zeros (as SPP does): pattern 0 zeroes about half
+ * at random (unstructured), 4 the two smallest of every 4 (2:4; cols a multiple of 4). Zeros
+ * alternate +0.0 and -0.0, as torch's mask multiply leaves them; the fine-tune has the base's bits
+ * there. Returns the number of zeros. */
+static size_t prune(mat *m, int pattern)
+{
+	size_t n = m->rows * m->cols, es = dt_size(m->dt), z = 0;
+
+	rng_s = 4242;
+	for (size_t q = 0; q < n; q += 4) {
+		int zero[4];
+
+		for (size_t i = q; i < q + 4; i++) {
+			float a = fabsf(ld(m->dt, m->base, i));
+			size_t smaller = 0;
+
+			for (size_t j = q; j < q + 4; j++) {
+				float b = fabsf(ld(m->dt, m->base, j));
+
+				smaller += b < a || (b == a && j < i);
+			}
+			zero[i - q] = pattern == 4 ? smaller < 2 : urand() < 0.5;
+		}
+		for (size_t i = q; i < q + 4; i++)
+			if (zero[i - q]) {
+				st(m->dt, m->base, i, z++ % 2 ? -0.0f : 0.0f);
+				memcpy((uint8_t *)m->ft + i * es, (uint8_t *)m->base + i * es, es);
+			}
+	}
+	return z;
+}
+
+/* Support mode on 50 % unstructured and 2:4 bases with SPP fine-tunes (F32, BF16): at 16x, 64x and
+ * 128x every base zero comes back with the base's exact bits, the real ratio is within 10 %, the
+ * stats are those of the real blobs, and the output error is no worse than dense DeltaDQ's at the
+ * same ratio (which spends bytes on the zeros). */
+static void t_support(void)
+{
+	static const dt_id dts[] = { DT_F32, DT_BF16 };
+	static const double R[] = { 16, 64, 128 };
+	cx_ctx *cx = cx_ctx_new();
+
+	for (size_t t = 0; t < 2; t++)
+		for (int pattern = 0; pattern <= 4; pattern += 4) {
+			const size_t rows = 128, cols = 256, es = dt_size(dts[t]);
+			mat m = mk(dts[t], rows, cols, 0.01, 31);
+			size_t zeros = prune(&m, pattern);
+			float *x = probes(16, cols);
+			uint8_t *out = malloc(rows * cols * es);
+			double orig = (double)rows * cols * es;
+
+			CHECK(out && zeros > rows * cols * 4 / 10 && zeros < rows * cols * 6 / 10);
+			for (size_t i = 0; i < sizeof R / sizeof R[0]; i++) {
+				dq_params fx = { .support = 1 }, p, pd;
+				dq_stats s, sd;
+				size_t same = 0;
+				int rc = dq_plan(cx, m.ft, m.base, m.dt, rows, cols, x, 16, R[i], &fx, &p, &s);
+				int rcd = dq_plan(cx, m.ft, m.base, m.dt, rows, cols, x, 16, R[i], NULL, &pd,
+						  &sd);
+
+				printf("%s %s R=%g: support rc %d ratio %.2f g %u keep %u bits %u q %u: "
+				       "delta err %.4f output err %.4f | dense rc %d ratio %.2f: delta err "
+				       "%.4f output err %.4f q %u\n", dt_name(m.dt), pattern ? "2:4" : "50%",
+				       R[i], rc, orig / s.bytes, p.group, p.keep, p.bits, p.quant,
+				       s.delta_rel_err, s.output_rel_err, rcd, orig / sd.bytes,
+				       sd.delta_rel_err, sd.output_rel_err, pd.quant);
+				CHECK(rc == 0 && p.support == 1 && pd.support == 0);
+				CHECK(fabs(orig / s.bytes / R[i] - 1) <= 0.10);
+				CHECK(s.output_rel_err <= sd.output_rel_err);
+				CHECK(roundtrip(cx, &m, &p, out) == s.bytes);
+				for (size_t j = 0; j < rows * cols; j++)
+					same += ld(m.dt, m.base, j) == 0 &&
+						!memcmp(out + j * es, (uint8_t *)m.base + j * es, es);
+				CHECK(same == zeros);
+			}
+			free(out);
+			free(x);
+			mfree(&m);
+		}
+	cx_ctx_free(cx);
+}
+
+/* Support-mode blobs: every truncation and the base of another support give -EBADMSG, byte
+ * corruptions of the header decode within bounds or fail; rows without a support (an empty level
+ * set) round-trip. */
+static void t_support_hostile(void)
+{
+	cx_ctx *cx = cx_ctx_new();
+	mat m = mk(DT_BF16, 24, 72, 0.01, 4);
+	size_t n = 24 * 72 * 2;
+	uint8_t *out = malloc(n + 1), *other = calloc(1, n), blob[16384], bad[16384];
+	dq_params p = { .group = 16, .keep = 6, .bits = 3, .quant = DQ_Q_KMEANS, .srows = 5, .seed = 3,
+			.support = 1 }, q;
+	ssize_t z;
+
+	CHECK(out && other);
+	prune(&m, 4);
+	memset(m.base, 0, 5 * 72 * 2); /* rows 0-4, the first level set: no support */
+	memset(m.ft, 0, 5 * 72 * 2);
+	z = dq_encode(cx, blob, sizeof blob, m.ft, m.base, DT_BF16, 72, 0, 24, &p);
+	CHECK(z > 0 && dq_blob_params(blob, (size_t)z, &q) == 0 && q.support == 1);
+	CHECK(dq_decode(cx, out, n, blob, (size_t)z, m.base) == 0);
+	for (size_t i = 0; i < n / 2; i++)
+		CHECK(ld(DT_BF16, m.base, i) != 0 || !memcmp(out + 2 * i, (uint8_t *)m.base + 2 * i, 2));
+	CHECK(dq_decode(cx, out, n, blob, (size_t)z, other) == -EBADMSG);
+	for (size_t len = 0; len < (size_t)z; len++) {
+		memcpy(bad, blob, len);
+		out[n] = 0xa5;
+		CHECK(dq_decode(cx, out, n, bad, len, m.base) == -EBADMSG);
+		CHECK(out[n] == 0xa5);
+	}
+	for (size_t i = 0; i < 32; i++)
+		for (int v = 0; v < 256; v += 7) {
+			int rc;
+
+			memcpy(bad, blob, (size_t)z);
+			bad[i] = (uint8_t)v;
+			out[n] = 0xa5;
+			rc = dq_decode(cx, out, n, bad, (size_t)z, m.base);
+			CHECK(rc == 0 || rc == -EBADMSG);
+			CHECK(out[n] == 0xa5);
+		}
+	p.support = 2;
+	CHECK(dq_encode(cx, blob, sizeof blob, m.ft, m.base, DT_BF16, 72, 0, 24, &p) == -EINVAL);
+	free(out);
+	free(other);
+	mfree(&m);
+	cx_ctx_free(cx);
+}
+
+/* A blob written before support mode existed (by the encoder of commit 927c1c6) decodes to the
+ * same bytes, and today's dense encoder still writes it bit for bit. */
+static void t_old_blob(void)
+{
+	static const uint8_t old[] = {
+		0x64, 0x02, 0x01, 0x02, 0x08, 0x03, 0x00, 0x28, 0x07, 0x06, 0x10, 0x05,
+		0x04, 0x09, 0x66, 0xe6, 0xc6, 0xbd, 0xa7, 0x98, 0x56, 0xbd, 0x0c, 0x36,
+		0xb1, 0xbc, 0xcb, 0xa5, 0xdc, 0xbb, 0xbc, 0xbb, 0x49, 0x3c, 0x9a, 0x99,
+		0x01, 0x3d, 0xde, 0x5d, 0x7c, 0x3d, 0xb6, 0x20, 0xc2, 0x3d, 0xbc, 0xbb,
+		0x93, 0xbd, 0xef, 0xee, 0x14, 0xbd, 0x9a, 0x99, 0xa1, 0xbc, 0xcd, 0xcc,
+		0xd1, 0xbb, 0x11, 0x11, 0x19, 0x3c, 0xde, 0xdd, 0x9d, 0x3c, 0xab, 0xaa,
+		0x00, 0x3d, 0x67, 0xb6, 0x75, 0x3d, 0x00, 0xcd, 0xf7, 0x80, 0xd4, 0x2c,
+		0x6a, 0xa5, 0x16, 0xca, 0x49, 0x3e, 0x32, 0x04, 0x4d, 0x6a, 0x6c, 0xf6,
+		0xbb, 0xce, 0x9d, 0x89, 0x3a, 0x07, 0xf9, 0x2f, 0x90, 0xb5, 0xcc, 0x1e,
+		0x03,
+	};
+	cx_ctx *cx = cx_ctx_new();
+	mat m = mk(DT_BF16, 6, 40, 0.01, 17);
+	dq_params p = { .group = 16, .keep = 5, .bits = 3, .quant = DQ_Q_KMEANS, .srows = 4,
+			.seed = 9 };
+	uint8_t blob[4096], out[480];
+	uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a of the output of that commit's decoder */
+	ssize_t z = dq_encode(cx, blob, sizeof blob, m.ft, m.base, DT_BF16, 40, 7, 6, &p);
+
+	CHECK(z == (ssize_t)sizeof old && !memcmp(blob, old, sizeof old));
+	CHECK(dq_decode(cx, out, sizeof out, old, sizeof old, m.base) == 0);
+	for (size_t i = 0; i < sizeof out; i++)
+		h = (h ^ out[i]) * 0x100000001b3ull;
+	CHECK(h == 0x7ab73c7ef85bfe8eull);
+	mfree(&m);
+	cx_ctx_free(cx);
+}
+
 int main(int argc, char **argv)
 {
 	static const struct {
@@ -520,6 +685,8 @@ int main(int argc, char **argv)
 		{ "lossless_limit", t_lossless_limit }, { "ratio", t_ratio_all },
 		{ "groups", t_groups }, { "edge", t_edge }, { "nonfinite", t_nonfinite },
 		{ "hostile", t_hostile }, { "determinism", t_determinism }, { "fixed", t_fixed },
+		{ "support", t_support }, { "support_hostile", t_support_hostile },
+		{ "old_blob", t_old_blob },
 	};
 
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
