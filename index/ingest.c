@@ -13,6 +13,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <jansson.h>
 #include <limits.h>
 #include <math.h>
 #include <openssl/evp.h>
@@ -29,6 +30,7 @@
 
 #include "../codec/codec.h"
 #include "../codec/dtype.h"
+#include "../codec/alloc.h"
 #include "../codec/deltadq.h"
 #include "../codec/half.h"
 #include "../codec/lossless.h"
@@ -66,6 +68,7 @@ typedef struct unit {
 /* The DeltaDQ plan of one segment: set by its plan unit, read by its chunk units. */
 typedef struct plan {
 	dq_params p;  /* CX_DELTADQ segments */
+	double ratio; /* CX_DELTADQ: this matrix's target from the allocation; 0: opts.ratio */
 	pal_table t;  /* CX_PALETTE segments */
 	int done; /* guarded by job.lock; 1 = plan valid, -1 = tensor falls back to lossless */
 } plan;
@@ -528,7 +531,7 @@ static int dq_plan_unit(worker *w, const unit *u, df_err *err)
 		bz.zeros = 0;
 	if (!rc) {
 		int r = dq_plan(w->cx, x->map + sg->off, base, (dt_id)sg->dtype, rows, cols, X, nprobe,
-				j->o->ratio, &fx, &pl->p, &st);
+				pl->ratio > 0 ? pl->ratio : j->o->ratio, &fx, &pl->p, &st);
 		if (r == -ERANGE)
 			atomic_fetch_add(&j->off_target, 1);
 		if (r == -EDOM) {
@@ -686,8 +689,11 @@ static void *worker_main(void *arg)
 		const unit *u = &j->units[i];
 		const mf_seg *sg = &j->m->files[u->f].segs[u->s];
 		if (u->c == UNIT_PLAN) {
-			rc = sg->codec == CX_PALETTE ? pal_plan_unit(&w, u, &err)
-						     : dq_plan_unit(&w, u, &err);
+			if (sg->codec == CX_LOSSLESS) /* dropped from the plans by allocate() */
+				plan_done(j, u, 0);
+			else
+				rc = sg->codec == CX_PALETTE ? pal_plan_unit(&w, u, &err)
+							     : dq_plan_unit(&w, u, &err);
 			atomic_fetch_add(&j->done_bytes, sg->len);
 		} else {
 			rc = encode_unit(&w, u, &err);
@@ -734,6 +740,132 @@ static int hash_inputs(job *j, size_t nin, df_err *err)
 		EVP_DigestFinal_ex(md, j->m->files[i].sha256, &len);
 	}
 	EVP_MD_CTX_free(md);
+	return rc;
+}
+
+/* Importance scores from a JSON object (name -> number) for the tensors named by al_match. */
+typedef struct imp_file {
+	json_t *root;
+	const char **keys;
+	double *vals;
+	size_t n;
+} imp_file;
+
+static int imp_load(const char *path, imp_file *f, df_err *err)
+{
+	json_error_t je;
+	memset(f, 0, sizeof *f);
+	f->root = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
+	if (!f->root)
+		return df_errf(err, -EINVAL, "%s: line %d: %s", path, je.line, je.text);
+	if (!json_is_object(f->root)) {
+		json_decref(f->root);
+		return df_errf(err, -EINVAL, "%s: not a JSON object of name -> score", path);
+	}
+	size_t n = json_object_size(f->root), i = 0;
+	f->keys = calloc(n ? n : 1, sizeof *f->keys);
+	f->vals = calloc(n ? n : 1, sizeof *f->vals);
+	if (!f->keys || !f->vals)
+		return df_errf(err, -ENOMEM, "out of memory");
+	const char *k;
+	json_t *v;
+	json_object_foreach(f->root, k, v) {
+		if (!json_is_number(v) || !isfinite(json_number_value(v)))
+			return df_errf(err, -EINVAL, "%s: \"%s\": the score must be a finite number",
+				       path, k);
+		f->keys[i] = k;
+		f->vals[i++] = json_number_value(v);
+	}
+	f->n = n;
+	return 0;
+}
+
+static void imp_free(imp_file *f)
+{
+	free(f->keys);
+	free(f->vals);
+	json_decref(f->root);
+}
+
+/* Share the DeltaDQ budget among the matrices that differ from their base (codec/alloc.h): fills
+ * each plan's ratio and each segment's score. Equal matrices are left out (they cost nothing, and
+ * would otherwise take their share of the budget: the causal masks of charlm, 55% of it). */
+static int allocate(job *j, df_err *err)
+{
+	const ing_opts *o = j->o;
+	manifest *m = j->m;
+	size_t n = 0, k = 0;
+	for (uint32_t i = 0; i < m->nfiles; i++)
+		for (uint32_t t = 0; t < m->files[i].nsegs; t++)
+			n += m->files[i].segs[t].codec == CX_DELTADQ;
+	if (!n)
+		return 0;
+	al_tensor *tv = calloc(n, sizeof *tv);
+	double *ratio = calloc(n, sizeof *ratio);
+	plan **pls = calloc(n, sizeof *pls);
+	cx_ctx *cx = cx_ctx_new();
+	imp_file imp = {0};
+	int rc = tv && ratio && pls && cx ? 0 : df_errf(err, -ENOMEM, "out of memory");
+	if (!rc && o->importance)
+		rc = imp_load(o->importance, &imp, err);
+	uint64_t bytes = 0, elems = 0;
+	for (uint32_t i = 0; !rc && i < m->nfiles; i++)
+		for (uint32_t t = 0; !rc && t < m->files[i].nsegs; t++) {
+			mf_seg *sg = &m->files[i].segs[t];
+			const uint8_t *src = j->in[i].map + sg->off;
+			if (sg->codec != CX_DELTADQ)
+				continue;
+			int same = 1;
+			MDB_txn *txn;
+			uint8_t *buf = malloc(sg->chunk_size);
+			if (!buf)
+				rc = df_errf(err, -ENOMEM, "out of memory");
+			else if (!(rc = store_rtxn(j->s, &txn, err))) {
+				for (uint32_t c = 0; !rc && same && c < sg->nchunks; c++) {
+					rc = rd_decode_chunk_full(cx, j->s, txn, j->base,
+								  (uint32_t)sg->base_file,
+								  (uint32_t)sg->base_seg, c, buf, err);
+					same = !rc && !memcmp(buf, src + (uint64_t)c * sg->chunk_size,
+							      rd_chunk_len(sg, c));
+				}
+				store_txn_end(j->s, txn);
+			}
+			free(buf);
+			if (same)
+				sg->codec = CX_LOSSLESS; /* all chunks equal their base: nothing to plan */
+			if (rc || same)
+				continue;
+			double score = NAN, z;
+			if (imp.n) {
+				int hit = al_match(sg->name, imp.keys, imp.n);
+				score = hit >= 0 ? imp.vals[hit] : NAN;
+			} else if (!al_zd_score(src, NULL, sg->len / dt_size(sg->dtype),
+						(dt_id)sg->dtype, &z)) {
+				score = 1 - z; /* a low ZD marks an important layer (alloc.h) */
+			}
+			sg->q.score = isnan(score) ? 0 : (float)score;
+			tv[k] = (al_tensor){sg->len, sg->nchunks, score};
+			pls[k++] = &j->plans[i][t];
+			bytes += sg->len;
+			elems += sg->len / dt_size(sg->dtype);
+		}
+	if (!rc && k) {
+		double R = o->budget_bits > 0 ? 8.0 * (double)bytes / (o->budget_bits * (double)elems)
+					      : o->ratio;
+		int r = al_allocate(tv, k, R, (al_order)(o->alloc - 1), 0, ratio);
+		if (r && r != -ERANGE)
+			rc = df_errf(err, r, "bit allocation over %zu matrices at %.2fx failed: %s", k,
+				     R, strerror(-r));
+		if (r == -ERANGE)
+			atomic_fetch_add(&j->off_target, 1);
+		for (size_t i = 0; !rc && i < k; i++)
+			pls[i]->ratio = ratio[i];
+	}
+	imp_free(&imp);
+	cx_ctx_free(cx);
+	free(tv);
+	free(ratio);
+	free(pls);
 	return rc;
 }
 
@@ -842,6 +974,8 @@ int ing_add(store *s, const char *name, const char *path, const ing_opts *o, ing
 	pthread_mutex_init(&j.lock, NULL);
 	pthread_cond_init(&j.cond, NULL);
 
+	if (dq && o->alloc && (rc = allocate(&j, err)))
+		goto out_sync;
 	if ((rc = store_ingest_lock(s, err)))
 		goto out_sync;
 	int nth = o->threads > 0 ? o->threads : ncpu();

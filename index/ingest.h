@@ -47,6 +47,14 @@ typedef struct ing_opts {
 	double ratio;        /* DeltaDQ: target ratio per matrix (original / stored bytes) */
 	dq_params dq;        /* DeltaDQ: fixed parameters (zero fields: chosen per matrix) */
 	const char *calib;   /* DeltaDQ: safetensors file of probe inputs, or NULL (Gaussian) */
+	/* DeltaDQ bit allocation over the whole checkpoint (codec/alloc.h). alloc 0: every matrix
+	 * at `ratio`. Else the matrices that differ from their base share one budget, `ratio` or
+	 * budget_bits (average bits per weight) if > 0, in the order alloc - 1 (an al_order):
+	 * importance from `importance` (a JSON object, tensor or layer name -> score) if set, else
+	 * 1 - ZD of the fine-tuned weights. */
+	int alloc;
+	double budget_bits;
+	const char *importance;
 	uint32_t nprobe;     /* DeltaDQ: Gaussian probe rows per matrix; 0 = ING_NPROBE */
 	/* Called from the calling thread about every 200 ms and once at the end. */
 	void (*progress)(void *ud, uint64_t done, uint64_t total);

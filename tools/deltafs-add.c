@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../codec/alloc.h"
 #include "../codec/codec.h"
 #include "../index/ingest.h"
 #include "../index/store.h"
@@ -39,6 +40,15 @@ static void usage(FILE *out)
 		"  --group G        deltadq: dropout group size along a row (8..1024)\n"
 		"  --quantizer Q    deltadq: uniform, kmeans (Lloyd) or palette (optimal k-means,\n"
 		"                   codec/palette.h) levels (default: chosen per matrix)\n"
+		"  --budget B       deltadq: average bits per weight over the checkpoint's changed\n"
+		"                   matrices, shared out by --alloc (default uniform)\n"
+		"  --alloc ORDER    deltadq: share --budget (or --ratio, then for the whole\n"
+		"                   checkpoint) among matrices: uniform, importance (more bits to\n"
+		"                   higher scores: --importance, else 1 - ZD of the weights) or\n"
+		"                   reversed (the control experiment)\n"
+		"  --importance F   deltadq: JSON object of tensor or layer name -> score (e.g. LIM =\n"
+		"                   1 - cos(layer input, layer output) on real text; see\n"
+		"                   tools/charlm.py lim); implies --alloc importance\n"
 		"  --calib FILE     deltadq: probe inputs, a safetensors file with an F32 [n, in]\n"
 		"                   tensor per weight, named as the weight or its module (the\n"
 		"                   weight's name without \".weight\"); default: Gaussian probes\n"
@@ -63,6 +73,8 @@ int main(int argc, char **argv)
 		{"ratio", required_argument, 0, 'R'},  {"drop", required_argument, 0, 'D'},
 		{"bits", required_argument, 0, 'B'},   {"group", required_argument, 0, 'G'},
 		{"quantizer", required_argument, 0, 'Q'}, {"calib", required_argument, 0, 'X'},
+		{"budget", required_argument, 0, 'U'},   {"alloc", required_argument, 0, 'A'},
+		{"importance", required_argument, 0, 'I'},
 		{0, 0, 0, 0},
 	};
 	ing_opts o = {0};
@@ -156,6 +168,27 @@ int main(int argc, char **argv)
 			}
 			break;
 		case 'X': o.calib = optarg; break;
+		case 'U':
+			o.budget_bits = strtod(optarg, &end);
+			if (*end || !(o.budget_bits > 0 && o.budget_bits < 16)) {
+				fprintf(stderr, "deltafs-add: --budget needs bits per weight in (0, 16)\n");
+				return 2;
+			}
+			break;
+		case 'A':
+			if (!strcmp(optarg, "importance")) {
+				o.alloc = 1 + AL_IMPORTANCE;
+			} else if (!strcmp(optarg, "uniform")) {
+				o.alloc = 1 + AL_UNIFORM;
+			} else if (!strcmp(optarg, "reversed")) {
+				o.alloc = 1 + AL_REVERSED;
+			} else {
+				fprintf(stderr, "deltafs-add: --alloc is uniform, importance or "
+					"reversed\n");
+				return 2;
+			}
+			break;
+		case 'I': o.importance = optarg; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
@@ -174,9 +207,18 @@ int main(int argc, char **argv)
 		o.pal_bits = o.dq.bits;
 		o.dq.bits = 0;
 	}
+	if (o.importance && !o.alloc)
+		o.alloc = 1 + AL_IMPORTANCE;
+	if (o.budget_bits > 0 && !o.alloc)
+		o.alloc = 1 + AL_UNIFORM;
+	if (o.alloc && o.budget_bits > 0 && o.ratio) {
+		fprintf(stderr, "deltafs-add: give --budget or --ratio, not both\n");
+		return 2;
+	}
 	int explicit = o.dq.bits && o.dq.keep_frac > 0;
-	if (o.codec == CX_DELTADQ && !o.ratio && !explicit) {
-		fprintf(stderr, "deltafs-add: --codec deltadq needs --ratio R, or --drop and --bits\n");
+	if (o.codec == CX_DELTADQ && !o.ratio && !o.budget_bits && !explicit) {
+		fprintf(stderr, "deltafs-add: --codec deltadq needs --ratio R, --budget B, or --drop "
+			"and --bits\n");
 		return 2;
 	}
 	if (o.codec == CX_DELTADQ && !o.base) {
@@ -184,9 +226,9 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	if (o.codec != CX_DELTADQ && (o.ratio || o.dq.bits || o.dq.group || o.dq.keep_frac ||
-				      o.dq.quant || o.calib)) {
-		fprintf(stderr, "deltafs-add: --ratio, --drop, --bits, --group, --quantizer and --calib "
-			"apply to --codec deltadq\n");
+				      o.dq.quant || o.calib || o.alloc)) {
+		fprintf(stderr, "deltafs-add: --ratio, --drop, --bits, --group, --quantizer, --calib, "
+			"--budget, --alloc and --importance apply to --codec deltadq\n");
 		return 2;
 	}
 	const char *dir = argv[optind], *name = argv[optind + 1], *path = argv[optind + 2];

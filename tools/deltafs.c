@@ -215,6 +215,8 @@ static int cmd_info(const char *dir, const char *name)
 				       qz == DQ_Q_KMEANS ? "kmeans" : qz == DQ_Q_ZERO ? "zero"
 				       : qz == DQ_Q_PALETTE ? "palette" : "uniform",
 				       sg->q.params[3] & MF_Q_SUPPORT ? " support" : "");
+				if (sg->q.score)
+					printf(" score=%.4f", sg->q.score);
 				lw += (double)sg->len;
 				dsum += (double)sg->len * sg->q.delta_rel_err;
 				osum += (double)sg->len * sg->q.output_rel_err;

@@ -391,6 +391,52 @@ def case_palette(tmp):
     return 0
 
 
+def case_alloc(tmp):
+    """--budget shares bits among matrices: the total lands within 5% of the budget, and with
+    --alloc importance the higher-scored matrices get more bits per weight."""
+    st = os.path.join(tmp, "store")
+    b, f = os.path.join(tmp, "b.safetensors"), os.path.join(tmp, "f.safetensors")
+    small = ("--preset", "tiny", "--hidden", "128", "--intermediate", "352", "--vocab", "512")
+    gen(*small, "--seed", "7", "--out", b)
+    gen(*small, "--seed", "7", "--finetune", "4", "--delta", "0.05", "--out", f)
+    run(ADD, "-q", st, "b", b)
+    for order in ("uniform", "importance"):
+        run(ADD, "-q", st, order, f, "--base", "b", "--codec", "deltadq", "--budget", "0.5",
+            "--alloc", order)
+        info = run(DFS, "info", st, order).stdout
+        tot = [l for l in info.splitlines() if l.startswith("DeltaDQ matrices:")][0]
+        ratio = float(tot.split("(")[1].split("x")[0])
+        assert abs(ratio - 32) <= 0.05 * 32, (order, tot)   # BF16 at 0.5 bits = 32x
+        if order == "importance":
+            rows = []
+            for l in info.splitlines():
+                w = l.split()
+                if "deltadq" in w and "score=" in l:
+                    i = w.index("deltadq")
+                    rows.append((float(l.split("score=")[1].split()[0]), float(w[i + 7])))
+            rows.sort()
+            q = max(1, len(rows) // 4)
+            lo, hi = sum(b for _, b in rows[:q]) / q, sum(b for _, b in rows[-q:]) / q
+            assert hi > lo, rows
+    imp = os.path.join(tmp, "imp.json")
+    with open(imp, "w") as fh:
+        json.dump({"model.layers.0": 1.0, "model.layers.1": 0.0}, fh)
+    run(ADD, "-q", st, "lim", f, "--base", "b", "--codec", "deltadq", "--ratio", "32",
+        "--importance", imp)
+    bits = {}
+    for l in run(DFS, "info", st, "lim").stdout.splitlines():
+        w = l.split()
+        if "deltadq" in w and w[0].startswith("model.layers."):
+            bits.setdefault(w[0].split(".")[2], []).append(float(w[w.index("deltadq") + 7]))
+    assert min(bits["0"]) > max(bits["1"]), bits
+    with open(imp, "w") as fh:
+        fh.write('{"a": 1, "a": 2}')
+    r = run(ADD, "-q", st, "bad", f, "--base", "b", "--codec", "deltadq", "--ratio", "32",
+            "--importance", imp, ok=False)
+    assert r.returncode == 1 and "duplicate" in r.stderr, r.stderr
+    return 0
+
+
 def main():
     case = sys.argv[1]
     for tool in (ADD, DFS):
