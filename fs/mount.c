@@ -158,6 +158,38 @@ static void *prefetcher(void *arg)
 	}
 }
 
+/* The chunks of h's file covering [pos, target), FS_PF_BATCH at most, into items; returns how
+ * many, and in *stop the position after the last one. */
+static unsigned pf_collect(const fs_handle *h, uint64_t pos, uint64_t target, fs_pf_item *items,
+			   uint64_t *stop)
+{
+	const mf_file *f = &h->node->ck->mf->files[h->node->file];
+	unsigned n = 0;
+	uint32_t si = mf_seg_at(f, pos);
+	while (pos < target && n < FS_PF_BATCH) {
+		size_t cpos, len;
+		uint32_t c = fs_chunk_at(f, &si, pos, target, &cpos, &len);
+		items[n++] = (fs_pf_item){h->snap, h->node->ck, (uint32_t)h->node->file, si, c};
+		pos += rd_chunk_len(&f->segs[si], c) - cpos;
+	}
+	*stop = pos;
+	return n;
+}
+
+/* Queue n items of snapshot snap to the prefetchers (a full queue drops the rest). */
+static void pf_enqueue(fs_mount *m, ft_snap *snap, const fs_pf_item *items, unsigned n)
+{
+	snap_hold(m, snap, n);
+	pthread_mutex_lock(&m->pf_mu);
+	unsigned queued = 0;
+	for (; queued < n && m->pf_len < m->pf_cap; queued++)
+		m->pf_ring[(m->pf_head + m->pf_len++) % m->pf_cap] = items[queued];
+	pthread_cond_broadcast(&m->pf_cv);
+	pthread_mutex_unlock(&m->pf_mu);
+	for (; queued < n; queued++)
+		fs_snap_release(m, snap);
+}
+
 void fs_prefetch_ahead(fs_mount *m, fs_handle *h, uint64_t off, uint64_t end)
 {
 	if (!m->pf_nthreads)
@@ -175,27 +207,21 @@ void fs_prefetch_ahead(fs_mount *m, fs_handle *h, uint64_t off, uint64_t end)
 	if (from >= target || (pf > end && pf - end >= win / 2))
 		return; /* enough queued already */
 	fs_pf_item items[FS_PF_BATCH];
-	unsigned n = 0;
-	uint64_t pos = from;
-	uint32_t si = mf_seg_at(f, pos);
-	while (pos < target && n < FS_PF_BATCH) {
-		size_t cpos, len;
-		uint32_t c = fs_chunk_at(f, &si, pos, target, &cpos, &len);
-		items[n++] = (fs_pf_item){h->snap, h->node->ck, (uint32_t)h->node->file, si, c};
-		pos += rd_chunk_len(&f->segs[si], c) - cpos;
-	}
+	uint64_t pos;
+	unsigned n = pf_collect(h, from, target, items, &pos);
 	/* Another thread may have refilled meanwhile: only the one that moves pf_end queues. */
 	if (!n || !atomic_compare_exchange_strong(&h->pf_end, &pf, pos))
 		return;
-	snap_hold(m, h->snap, n);
-	pthread_mutex_lock(&m->pf_mu);
-	unsigned queued = 0;
-	for (; queued < n && m->pf_len < m->pf_cap; queued++)
-		m->pf_ring[(m->pf_head + m->pf_len++) % m->pf_cap] = items[queued];
-	pthread_cond_broadcast(&m->pf_cv);
-	pthread_mutex_unlock(&m->pf_mu);
-	for (; queued < n; queued++)
-		fs_snap_release(m, h->snap);
+	pf_enqueue(m, h->snap, items, n);
+}
+
+void fs_prefetch_range(fs_mount *m, fs_handle *h, uint64_t from, uint64_t end)
+{
+	fs_pf_item items[FS_PF_BATCH];
+	uint64_t stop;
+	unsigned n = m->pf_nthreads ? pf_collect(h, from, end, items, &stop) : 0;
+	if (n)
+		pf_enqueue(m, h->snap, items, n);
 }
 
 /* --- readahead -------------------------------------------------------------------------------- */
