@@ -234,6 +234,11 @@ int mf_decode(const void *buf, size_t len, manifest **out, df_err *err)
 	m->files = r_array(&r, nfiles, sizeof *m->files, 2 + 8 + 2 + 32 + 4);
 	if (r.bad)
 		BAD("manifest truncated in its header");
+	/* The names become directory names in the mount and in a store's listing: a damaged one
+	 * must not put a '/' or a control character there. */
+	if (mf_check_name("checkpoint name", m->name, err) ||
+	    (*m->base && mf_check_name("base name", m->base, err)))
+		goto fail_kept;
 	m->nfiles = (uint32_t)nfiles;
 	for (uint32_t i = 0; i < m->nfiles; i++) {
 		mf_file *f = &m->files[i];

@@ -19,6 +19,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 #include <xxhash.h>
 
@@ -40,8 +41,21 @@ struct store {
 const char *store_path(const store *s) { return s->path; }
 MDB_env *store_env(store *s) { return s->env; }
 
+/* LMDB reports a short write as EIO (mdb_page_flush), and a write runs short when the file
+ * system fills up in the middle of it: tell that apart from a failing disk by asking it. */
+static int fs_full(const store *s)
+{
+	struct statvfs v;
+	if (statvfs(s->path, &v))
+		return 0;
+	uint64_t left = (uint64_t)(geteuid() ? v.f_bavail : v.f_bfree) * v.f_frsize;
+	return left < (1u << 20);
+}
+
 static int lmdb_err(df_err *err, int rc, const char *what, const store *s)
 {
+	if (rc == EIO && fs_full(s))
+		rc = ENOSPC;
 	int e = rc == MDB_MAP_FULL ? -ENOSPC : rc == MDB_NOTFOUND ? -ENOENT : rc > 0 ? -rc : -EIO;
 	if (rc == ENOSPC || rc == EDQUOT)
 		return df_errf(err, -ENOSPC, "%s: %s: no space left on the device holding the store",
@@ -99,8 +113,12 @@ static int open_dbs(store *s, int create, df_err *err)
 		}
 	}
 	uint64_t fmt;
+	MDB_stat meta, ckpt;
 	rc = meta_get_u64(s, txn, "format", &fmt);
-	if (rc == MDB_NOTFOUND && create) {
+	/* Initialise only an empty environment: a store whose format record is missing (damaged)
+	 * must not be taken for a new one, which would reset its generation and manifest uids. */
+	if (rc == MDB_NOTFOUND && create && !mdb_stat(txn, s->dbi[DB_META], &meta) &&
+	    !mdb_stat(txn, s->dbi[DB_CKPT], &ckpt) && !meta.ms_entries && !ckpt.ms_entries) {
 		rc = meta_put_u64(s, txn, "format", STORE_FORMAT);
 		if (!rc)
 			rc = meta_put_u64(s, txn, "gen", 1);
@@ -165,6 +183,15 @@ int store_open(const char *dir, unsigned flags, store **out, df_err *err)
 		rc = mdb_env_set_mapsize(s->env, map_initial());
 	if (!rc)
 		rc = mdb_env_open(s->env, dir, MDB_NOTLS | (s->rdonly ? MDB_RDONLY : 0), 0600);
+	/* A process killed inside a read transaction (a SIGKILLed deltafs-add, export, verify)
+	 * leaves its reader slot behind while another process keeps the environment open (a
+	 * mount): the slot pins that old snapshot, so no page freed since (by gc) is ever reused and
+	 * the file grows with every add/rm/gc; 1024 of them would fill the reader table. Clear the
+	 * slots of dead processes whenever a store is opened. */
+	if (!rc) {
+		int dead;
+		mdb_reader_check(s->env, &dead);
+	}
 	if (rc) {
 		rc = rc == EACCES || rc == EROFS
 			? df_errf(err, -rc, "%s: cannot open the store: %s (a read-only user still needs "
