@@ -13,6 +13,7 @@
  * closed form piecewise; 200 halvings of a range of a few tens in log c leave only rounding.
  */
 #include "alloc.h"
+#include "half.h"
 
 #include <errno.h>
 #include <math.h>
@@ -21,44 +22,14 @@
 
 #define AL_BLK 1024 /* elements converted per block */
 
-/* ---- ZD --------------------------------------------------------------------------------------- */
-
-static double al_f16(uint16_t h)
-{
-	int e = (h >> 10) & 0x1f;
-	double m = h & 0x3ff, v;
-
-	if (e == 0x1f)
-		return m ? NAN : INFINITY * ((h & 0x8000) ? -1 : 1);
-	v = e ? ldexp(m + 1024, e - 25) : ldexp(m, -24);
-	return (h & 0x8000) ? -v : v;
-}
-
-static double al_elem(const uint8_t *p, size_t i, dt_id dt)
-{
-	uint16_t h;
-	uint32_t u;
-	float f;
-
-	if (dt == DT_F32) {
-		memcpy(&f, p + 4 * i, 4);
-		return f;
-	}
-	memcpy(&h, p + 2 * i, 2);
-	if (dt == DT_F16)
-		return al_f16(h);
-	u = (uint32_t)h << 16;
-	memcpy(&f, &u, 4);
-	return f;
-}
 
 /* x[0..m) = elements i0.. of w (minus base's); 0, or -EDOM for a non-finite one. */
 static int al_block(const void *w, const void *base, size_t i0, size_t m, dt_id dt, double *x)
 {
 	for (size_t k = 0; k < m; k++) {
-		x[k] = al_elem(w, i0 + k, dt);
+		x[k] = hf_load(dt, w, i0 + k);
 		if (base)
-			x[k] -= al_elem(base, i0 + k, dt);
+			x[k] -= hf_load(dt, base, i0 + k);
 		if (!isfinite(x[k]))
 			return -EDOM;
 	}

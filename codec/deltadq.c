@@ -94,20 +94,7 @@ enum { DQ_S_PLANES = 0, DQ_S_LUT = 2 };                            /* decode (+ 
 
 AI float dq_ld(int dt, const uint8_t *p, size_t i)
 {
-	uint16_t h;
-	uint32_t u;
-	float f;
-
-	if (dt == DT_F32) {
-		memcpy(&f, p + 4 * i, 4);
-		return f;
-	}
-	memcpy(&h, p + 2 * i, 2);
-	if (dt == DT_F16)
-		return hf_f16_to_f32(h);
-	u = (uint32_t)h << 16;
-	memcpy(&f, &u, 4);
-	return f;
+	return hf_load((dt_id)dt, p, i);
 }
 
 AI void dq_st(int dt, uint8_t *p, size_t i, float v)
