@@ -9,13 +9,7 @@
  * each mode uses are all exercised; under AddressSanitizer the sanitizer owns the allocator and
  * the test skips (77).
  */
-#if defined(__SANITIZE_ADDRESS__)
-#define NOALLOC_SKIP 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define NOALLOC_SKIP 1
-#endif
-#endif
+#include "../codec/noalloc.h"
 
 #include <errno.h>
 #include <string.h>
@@ -25,62 +19,6 @@
 #include "testutil.h"
 
 #ifndef NOALLOC_SKIP
-void *__libc_malloc(size_t n);
-void *__libc_calloc(size_t k, size_t n);
-void *__libc_realloc(void *p, size_t n);
-void *__libc_memalign(size_t align, size_t n);
-void __libc_free(void *p);
-
-static volatile int counting;
-static volatile unsigned long allocs;
-
-void *malloc(size_t n)
-{
-	allocs += counting;
-	return __libc_malloc(n);
-}
-
-void *calloc(size_t k, size_t n)
-{
-	allocs += counting;
-	return __libc_calloc(k, n);
-}
-
-void *realloc(void *p, size_t n)
-{
-	allocs += counting;
-	return __libc_realloc(p, n);
-}
-
-void *memalign(size_t align, size_t n)
-{
-	allocs += counting;
-	return __libc_memalign(align, n);
-}
-
-void *aligned_alloc(size_t align, size_t n)
-{
-	allocs += counting;
-	return __libc_memalign(align, n);
-}
-
-int posix_memalign(void **out, size_t align, size_t n)
-{
-	void *p;
-
-	allocs += counting;
-	p = __libc_memalign(align, n);
-	if (!p)
-		return ENOMEM;
-	*out = p;
-	return 0;
-}
-
-void free(void *p)
-{
-	__libc_free(p);
-}
-
 int main(void)
 {
 	const size_t n = 256 * 1024;
