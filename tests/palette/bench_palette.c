@@ -179,7 +179,7 @@ static hist hist_16(const tensor *t)
 	}
 	for (uint32_t key = 0; key < 65536; key++) {
 		uint32_t pat = key < 0x8000 ? 0xffff - key : key - 0x8000;
-		uint8_t b[2] = { (uint8_t)pat, (uint8_t)(pat >> 8) };
+		uint8_t b[4] = { (uint8_t)pat, (uint8_t)(pat >> 8), 0, 0 }; /* 4: r_load's F32 path */
 		float v;
 
 		if (!cnt[pat])
