@@ -13,12 +13,19 @@
  *          f32 delta_rel_err, f32 output_rel_err, f32 bits, f32 score, u32 params[4],
  *          u64 zeros, u64 broken, u8 nm_n, u8 nm_m, u32 nchunks, nchunks x { u8 flags, u32 blen, u8 hash[16] }
  *   str:   u16 length + bytes (no NUL)
+ *   u64 XXH3-64 of every byte before it
+ *
+ * The checksum: a manifest says which blob holds which bytes, so a damaged one could make the mount
+ * serve the wrong bytes with no error (a chunk's flags byte flipped to "same as base" returns the
+ * base's chunk; fuzzing the store found 52-63% of single-byte damage otherwise undetected). Blobs
+ * carry their hash in the manifest; the manifest carries its own.
  */
 #include "manifest.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <xxhash.h>
 
 #include "../codec/codec.h"
 #include "../codec/dtype.h"
@@ -129,6 +136,8 @@ int mf_encode(const manifest *m, uint8_t **buf, size_t *len)
 			}
 		}
 	}
+	if (!w.oom)
+		w_le(&w, XXH3_64bits(w.p, w.len), 8);
 	if (w.oom) {
 		free(w.p);
 		return -ENOMEM;
@@ -214,8 +223,16 @@ static void *r_array(rbuf *r, uint64_t count, size_t size, size_t min_bytes)
 
 int mf_decode(const void *buf, size_t len, manifest **out, df_err *err)
 {
-	rbuf r = {.p = buf, .len = len};
 	int rc;
+	if (len < 6 + 8)
+		return df_errf(err, -EBADMSG, "manifest truncated (%zu bytes)", len);
+	uint64_t sum = 0;
+	for (unsigned i = 0; i < 8; i++)
+		sum |= (uint64_t)((const uint8_t *)buf)[len - 8 + i] << (8 * i);
+	if (sum != XXH3_64bits(buf, len - 8))
+		return df_errf(err, -EBADMSG, "manifest fails its checksum (damaged store: see "
+			       "`deltafs verify`)");
+	rbuf r = {.p = buf, .len = len - 8};
 	manifest *m = calloc(1, sizeof *m);
 	if (!m)
 		return df_errf(err, -ENOMEM, "out of memory decoding a manifest");

@@ -14,8 +14,8 @@
  * segment needs chunk c of that one, as the store decodes it. A chunk flagged MF_CHUNK_SAME equals its
  * base chunk and has no blob; MF_CHUNK_EMPTY never occurs (empty segments have no chunks).
  *
- * The encoding (mf_encode/mf_decode) is little-endian, versioned (MF_VERSION) and fully bounds-checked
- * on decode: a corrupt manifest gives -EBADMSG, never a crash.
+ * The encoding (mf_encode/mf_decode) is little-endian, versioned (MF_VERSION), checksummed and fully
+ * bounds-checked on decode: a corrupt manifest gives -EBADMSG, never a crash or wrong bytes.
  */
 #ifndef DELTAFS_INDEX_MANIFEST_H
 #define DELTAFS_INDEX_MANIFEST_H
@@ -25,7 +25,7 @@
 
 #include "err.h"
 
-#define MF_VERSION 2 /* 2: sparsity fields (zeros, broken, N:M) per segment */
+#define MF_VERSION 3 /* 2: sparsity fields per segment; 3: a checksum of the record */
 #define MF_MAX_DIMS 16
 
 enum { MF_HEADER = 0, MF_TENSOR = 1, MF_RAW = 2 };  /* mf_seg.kind */
