@@ -21,9 +21,14 @@ static int make_parents(const char *dir, const char *rel, df_err *err)
 	if ((size_t)snprintf(p, sizeof p, "%s/%s", dir, rel) >= sizeof p)
 		return df_errf(err, -ENAMETOOLONG, "%s/%s: path too long", dir, rel);
 	for (char *s = p + strlen(dir) + 1; (s = strchr(s, '/')); s++) {
+		struct stat st;
 		*s = 0;
 		if (mkdir(p, 0755) && errno != EEXIST)
 			return df_errf(err, -errno, "%s: %s", p, strerror(errno));
+		/* A symlink already in DIR must not carry the export elsewhere. */
+		if (lstat(p, &st) || !S_ISDIR(st.st_mode))
+			return df_errf(err, -ENOTDIR, "%s: not a directory (a symlink or file in the "
+				       "way: export does not follow them)", p);
 		*s = '/';
 	}
 	return 0;
@@ -80,7 +85,7 @@ int ex_export(store *s, const char *name, const char *dir, int overwrite, uint64
 			rc = df_errf(err, -EEXIST, "%s: exists (use --force to overwrite)", path);
 			break;
 		}
-		wctx w = {open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644), 0};
+		wctx w = {open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644), 0};
 		if (w.fd < 0) {
 			rc = df_errf(err, -errno, "%s: %s", tmp, strerror(errno));
 			break;

@@ -98,6 +98,13 @@ def case_modeldir(tmp):
         out = os.path.join(tmp, "out-" + name)
         run(DFS, "export", st, name, out)
         assert tree_sha(out) == tree_sha(src), name
+    # A symlink already in the destination does not carry the export out of it.
+    esc, out = os.path.join(tmp, "escape"), os.path.join(tmp, "out-link")
+    os.makedirs(esc)
+    os.makedirs(out)
+    os.symlink(esc, os.path.join(out, "sub"))
+    r = run(DFS, "export", st, "tiny", out, ok=False)
+    assert r.returncode == 1 and "symlink" in r.stderr and not os.listdir(esc), r.stderr
     info = run(DFS, "info", st, "tiny-ft").stdout
     assert "model.safetensors.index.json" in info and "delta" in info
     run(DFS, "verify", st)
