@@ -456,10 +456,16 @@ static int dq_get_plane(cx_ctx *cx, const uint8_t *b, size_t blen, size_t *off, 
 
 #define DQ_ZSAMPLE 8192 /* values the zero-level quantiser's step search looks at */
 
-/* Round half away from zero, inline (lrint is a libm call without -fno-math-errno). Used only by
- * the encoder: any rounding of ties is a valid quantisation, and decode does not depend on it. */
+/* Round half away from zero, inline (lrint is a libm call without -fno-math-errno), saturating
+ * at +-2^31 (callers clamp to their level range; a step that underflows to a subnormal makes the
+ * quotient overflow, and NaN goes to the low end). Used only by the encoder: any rounding of ties
+ * is a valid quantisation, and decode does not depend on it. */
 AI long dq_round(double x)
 {
+	if (!(x > -0x1p31))
+		return -(1L << 31);
+	if (x > 0x1p31)
+		return 1L << 31;
 	return (long)(x + (x < 0 ? -0.5 : 0.5));
 }
 
@@ -526,6 +532,8 @@ static void dq_zero(const float *v, size_t n, unsigned bits, uint16_t *idx, floa
 				continue; /* evaluated in the coarse pass */
 			frexpf(s, &e);
 			s = ldexpf(rintf(ldexpf(s, 11 - e)), e - 11);
+			if (!(s > 0))
+				continue; /* underflowed: deltas around 1e-38 */
 			inv = 1.0 / s;
 			for (size_t i = 0; i < n; i += stride) {
 				long q = dq_round(v[i] * inv);

@@ -237,9 +237,20 @@ static size_t pal_grid(const uint64_t *W, size_t nd, size_t per, uint32_t *pos)
 	return T;
 }
 
-/* Centroids c[0..K) of the optimal split of nd > K distinct values. Returns 0 or -ENOMEM. */
-static int pal_optimal(const uint64_t *W, const double *S, const double *S2, size_t nd,
-		       uint32_t K, double *c)
+/* The mean of the distinct values v[a..b) (a < b) from the prefix sums. Clamped to [v[a], v[b-1]]:
+ * prefix sums over values of very different magnitudes cancel, and a cluster of tiny values next
+ * to large ones could otherwise get a mean outside its range (found by fuzz_codec: centroids out
+ * of order, which pal_encode refuses). */
+AI double pal_mean(const float *v, const uint64_t *W, const double *S, size_t a, size_t b)
+{
+	double m = (S[b] - S[a]) / (double)(W[b] - W[a]);
+
+	return m < v[a] ? v[a] : m > v[b - 1] ? v[b - 1] : m;
+}
+
+/* Centroids c[0..K) of the optimal split of nd > K distinct values v. Returns 0 or -ENOMEM. */
+static int pal_optimal(const float *v, const uint64_t *W, const double *S, const double *S2,
+		       size_t nd, uint32_t K, double *c)
 {
 	size_t per = PAL_DP_CELLS / K < PAL_DP_MAXPOS ? PAL_DP_CELLS / K : PAL_DP_MAXPOS;
 	size_t T = nd < per ? nd : per + 1;
@@ -272,9 +283,9 @@ static int pal_optimal(const uint64_t *W, const double *S, const double *S2, siz
 		pal_dc(&d, k + 1 < K ? k + 1 : T, T, k, T - 1);
 	}
 	for (size_t t = T, k = K; k-- > 0;) {
-		size_t j = k ? back[k * (T + 1) + t] : 0, a = pos[j], b = pos[t];
+		size_t j = k ? back[k * (T + 1) + t] : 0;
 
-		c[k] = (S[b] - S[a]) / (double)(W[b] - W[a]);
+		c[k] = pal_mean(v, W, S, pos[j], pos[t]);
 		t = j;
 	}
 	free(buf);
@@ -301,7 +312,7 @@ static void pal_lloyd(const float *v, const uint64_t *W, const double *S, size_t
 
 			if (b[j + 1] <= b[j])
 				continue;
-			m = (S[b[j + 1]] - S[b[j]]) / (double)(W[b[j + 1]] - W[b[j]]);
+			m = pal_mean(v, W, S, b[j], b[j + 1]);
 			moved |= m != c[j];
 			c[j] = m;
 		}
@@ -395,7 +406,7 @@ int pal_fit_values(const float *v, const uint64_t *count, size_t nv, unsigned bi
 		for (uint32_t j = 0; j < K; j++)
 			c[j] = sv[j < nd ? j : nd - 1];
 	} else {
-		rc = pal_optimal(W, S, S2, nd, K, c);
+		rc = pal_optimal(sv, W, S, S2, nd, K, c);
 		if (rc == 0)
 			pal_lloyd(sv, W, S, nd, K, c);
 	}

@@ -217,7 +217,8 @@ int spp_broken_zeros(const void *ft, const void *base, size_t n, unsigned esize,
 		return -EINVAL;
 	mag = spp_mag(esize);
 	for (size_t i = 0; i < n / esize; i++)
-		c += !(spp_ld(b + i * esize, esize) & mag) & !!(spp_ld(f + i * esize, esize) & mag);
+		c += (unsigned)!(spp_ld(b + i * esize, esize) & mag) &
+		     (unsigned)!!(spp_ld(f + i * esize, esize) & mag);
 	*count = c;
 	return 0;
 }

@@ -2,7 +2,7 @@
 # Install what deltafs needs to build, test and run its demo on Debian (bookworm or later).
 # Does nothing when everything is there already; needs root (or sudo) otherwise.
 set -e
-PKGS="meson ninja-build pkg-config gcc libfuse3-dev fuse3 libzstd-dev libxxhash-dev liblmdb-dev
+PKGS="meson ninja-build pkg-config gcc clang libfuse3-dev fuse3 libzstd-dev libxxhash-dev liblmdb-dev
       libjansson-dev libssl-dev python3 python3-numpy zstd lmdb-utils"
 missing=""
 for p in $PKGS; do

@@ -2,13 +2,17 @@
  * fuzz_codec.c -- libFuzzer target for the decoders behind cx_decode.
  *
  * Input byte 0 chooses what the rest is:
- *   bit 0 = 0  a blob, decoded as-is for n = the n its header claims (when that is small; else
- *              a size of the fuzzer's choosing), with a base and without one;
- *   bit 0 = 1  chunk bytes: encoded (bits 1-2: log2 esize; bit 3: against a base derived from the
- *              input), checked to round-trip exactly, then the blob is damaged (a byte changed and
- *              a truncation, both chosen by the input) and decoded again.
- * Random bytes almost never form a zstd frame, so the second form is what gets the fuzzer deep into
- * zstd's decoder and the plane merge with near-valid blobs. Every buffer is malloc'd to its exact
+ *   bit 0 = 1  chunk bytes: encoded lossless (bits 1-2: log2 esize; bit 3: against a base derived
+ *              from the input), checked to round-trip exactly, then the blob is damaged (a byte
+ *              changed and a truncation, both chosen by the input) and decoded again;
+ *   bits 0-2 = 110  a matrix encoded by a lossy codec (DeltaDQ, palette or SPP, with parameters
+ *              taken from the next bytes: fuzz_lossy says how), decoded twice (the same bytes
+ *              both times), then damaged and truncated as above and decoded again;
+ *   otherwise  a blob, decoded as-is for n = the n its header claims (when that is small; else
+ *              a size of the fuzzer's choosing), with a base and without one.
+ * Random bytes almost never form a zstd frame or a consistent lossy header, so the round trips
+ * are what get the fuzzer deep into zstd's decoder, the plane merges, DeltaDQ's level tables and
+ * dropout, the palette unpacking and SPP's support walk with near-valid blobs. Every buffer is malloc'd to its exact
  * size, so ASan sees any read or write past it. Besides "no crash", decode results must be 0,
  * -EBADMSG, or -EINVAL (a delta with no base); anything else traps.
  */
@@ -18,7 +22,11 @@
 #include <string.h>
 
 #include "codec.h"
+#include "deltadq.h"
+#include "dtype.h"
 #include "lossless.h"
+#include "palette.h"
+#include "spp.h"
 
 #define FUZZ_MAX_N (256 * 1024)
 
@@ -73,6 +81,24 @@ static void fuzz_blob(const uint8_t *blob, size_t blen)
 	free(base);
 }
 
+/* Damage blob (blen bytes, decodes to n bytes against base): change the byte the input chose,
+ * decode; then decode a truncated copy, which must fail. */
+static void fuzz_damage(uint8_t *blob, size_t blen, size_t n, const uint8_t *base, unsigned at_sel,
+			uint8_t mask)
+{
+	size_t at = at_sel * 131u % blen;
+	uint8_t *cut;
+
+	blob[at] ^= mask | 1;
+	fuzz_decode(blob, blen, n, base);
+	blob[at] ^= mask | 1;
+	cut = malloc(at ? at : 1);
+	fuzz_check(cut != NULL);
+	memcpy(cut, blob, at);
+	fuzz_check(fuzz_decode(cut, at, n, base) != 0);
+	free(cut);
+}
+
 static void fuzz_roundtrip(uint8_t ctl, const uint8_t *src, size_t size)
 {
 	unsigned es = 1u << ((ctl >> 1) & 3);
@@ -86,22 +112,98 @@ static void fuzz_roundtrip(uint8_t ctl, const uint8_t *src, size_t size)
 	fuzz_check(blen >= LL_HDR && (size_t)blen <= cap);
 	fuzz_check(cx_decode(ctx, out, n, blob, (size_t)blen, base) == 0);
 	fuzz_check(n == 0 || memcmp(out, src, n) == 0);
-	if (ctl >> 4) {
-		size_t at = (ctl >> 4) * 131u % (size_t)blen;
-		uint8_t *cut;
-
-		blob[at] ^= (uint8_t)(src[at % (n ? n : 1)] | 1);
-		fuzz_decode(blob, (size_t)blen, n, base);
-		/* and the damaged blob truncated to an exactly sized copy */
-		cut = malloc(at ? at : 1);
-		fuzz_check(cut != NULL);
-		memcpy(cut, blob, at);
-		fuzz_check(fuzz_decode(cut, at, n, base) != 0);
-		free(cut);
-	}
+	if (ctl >> 4 && blen > 0)
+		fuzz_damage(blob, (size_t)blen, n, base, ctl >> 4, n ? src[0] : 0);
 	free(base);
 	free(blob);
 	free(out);
+}
+
+/* Lossy round trip. p[0]: codec (0-1 DeltaDQ, 2 palette, 3 SPP) in bits 0-1, dtype (BF16, F16,
+ * F32, BF16) in bits 2-3, rows - 1 in bits 4-7; p[1]: cols - 1 (cols 1..64 by the low 6 bits);
+ * p[2..7]: the codec's parameters; p[8]: where to damage; then the matrix's bytes (zero-padded).
+ * Values that are not finite are made finite (the encoders refuse them, ingest stores such a
+ * tensor lossless). The base is the matrix with some bytes changed and some elements zeroed, so
+ * that deltas are small and SPP has a support. */
+static void fuzz_lossy(const uint8_t *p, size_t size)
+{
+	static const dt_id dts[4] = {DT_BF16, DT_F16, DT_F32, DT_BF16};
+	if (size < 10)
+		return;
+	dt_id dt = dts[(p[0] >> 2) & 3];
+	unsigned es = dt_size(dt), codec = p[0] & 3;
+	size_t rows = 1 + (p[0] >> 4), cols = 1 + (p[1] & 63), ne = rows * cols, n = ne * es;
+	uint8_t *ft = calloc(1, n), *base = malloc(n), *out = malloc(n), *out2 = malloc(n), *blob;
+	fuzz_check(ft && base && out && out2);
+	memcpy(ft, p + 9, size - 9 < n ? size - 9 : n);
+	for (size_t i = 0; i < ne; i++) {
+		uint8_t *hi = ft + i * es + es - 1; /* the sign+exponent byte (little-endian) */
+		unsigned expo_mask = dt == DT_F16 ? 0x7c : 0x7f;
+		if ((*hi & expo_mask) == expo_mask)
+			*hi ^= 0x40;
+	}
+	memcpy(base, ft, n);
+	for (size_t i = 0; i < ne; i++) {
+		if (p[9 + i % (size - 9)] % 5 == 0)
+			memset(base + i * es, 0, es);
+		else
+			base[i * es + (es > 2 ? 1 : 0)] ^= (uint8_t)(i * 37);
+	}
+	ssize_t blen = -1;
+	size_t cap = 0;
+	if (codec <= 1) {
+		dq_params q = {0};
+		q.group = 1 + p[2] % 64;
+		q.keep = 1 + p[3] % q.group;
+		q.bits = (uint8_t)(1 + p[4] % 16);
+		q.quant = (uint8_t)(1 + (p[4] >> 4) % 3);
+		if (q.quant == DQ_Q_KMEANS && q.bits > 8)
+			q.bits = 8;
+		if (q.quant == DQ_Q_ZERO && q.bits < 2)
+			q.bits = 2;
+		q.split = (uint8_t)(p[5] % (q.bits + 1u));
+		q.rescale = (uint8_t)(1 + p[5] / 86);
+		q.srows = 1 + p[6] % rows;
+		q.seed = p[7];
+		q.support = codec == 1;
+		cap = dq_bound(rows, cols, es);
+		blob = malloc(cap);
+		fuzz_check(blob != NULL);
+		blen = dq_encode(ctx, blob, cap, ft, base, dt, cols, 0, rows, &q);
+		fuzz_check(blen > 0 || blen == -EINVAL || blen == -EDOM);
+	} else if (codec == 2) {
+		pal_table t;
+		unsigned bits = 1 + p[2] % 8;
+		cap = pal_bound(n, dt, bits);
+		blob = malloc(cap);
+		fuzz_check(blob != NULL);
+		int rc = pal_fit(ft, n, dt, bits, &t);
+		fuzz_check(rc == 0 || rc == -EDOM);
+		if (!rc)
+			blen = pal_encode(ctx, blob, cap, ft, n, dt, &t, 1);
+		fuzz_check(rc || blen > 0);
+	} else {
+		cap = spp_bound(n, es);
+		blob = malloc(cap);
+		fuzz_check(blob != NULL);
+		blen = spp_encode(ctx, blob, cap, ft, base, n, es, 1);
+		fuzz_check(blen > 0);
+	}
+	if (blen > 0) {
+		fuzz_check((size_t)blen <= cap);
+		fuzz_check(cx_decode(ctx, out, n, blob, (size_t)blen, base) == 0);
+		memset(out2, 0xa5, n);
+		fuzz_check(cx_decode(ctx, out2, n, blob, (size_t)blen, base) == 0);
+		fuzz_check(memcmp(out, out2, n) == 0);
+		if (codec == 3)
+			fuzz_check(memcmp(out, ft, n) == 0); /* SPP is lossless */
+		fuzz_damage(blob, (size_t)blen, n, base, p[8], p[2]);
+	}
+	free(blob);
+	free(ft);
+	free(base);
+	free(out);
+	free(out2);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -121,6 +223,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memcpy(copy, data + 1, size - 1);
 	if (data[0] & 1)
 		fuzz_roundtrip(data[0], copy, size - 1);
+	else if ((data[0] & 7) == 6)
+		fuzz_lossy(copy, size - 1);
 	else
 		fuzz_blob(copy, size - 1);
 	free(copy);
