@@ -285,11 +285,11 @@ static void move_older(fs_mount *m)
 	for (unsigned i = 0; i < n; i++) {
 		MDB_txn *txn;
 		df_err e;
-		if (ft_can_move(old[i], newest) && !store_rtxn(m->st, &txn, &e)) {
+		if (!store_rtxn(m->st, &txn, &e)) {
 			size_t id = mdb_txn_id(txn);
 			if (store_generation(m->st, txn) != newest->gen)
 				store_txn_end(m->st, txn); /* moved on again: the next poll */
-			else if (ft_adopt(old[i], txn, newest->gen))
+			else if (ft_adopt(old[i], txn, newest->gen, newest))
 				fs_log(LOG_DEBUG, "an older snapshot now reads at store txn %zu", id);
 		}
 		fs_snap_release(m, old[i]);
@@ -323,7 +323,7 @@ static void poll_once(fs_mount *m, uint64_t *failed_gen, int *resized_logged)
 		if (ended) {
 			store_txn_end(m->st, txn);
 			fs_log(LOG_DEBUG, "idle: %u read transactions ended", ended);
-		} else if (ft_adopt(cur, txn, gen)) {
+		} else if (ft_adopt(cur, txn, gen, NULL)) {
 			fs_log(LOG_DEBUG, "read transactions renewed at store txn %zu", id);
 		}
 		fs_snap_release(m, cur);
@@ -335,7 +335,7 @@ static void poll_once(fs_mount *m, uint64_t *failed_gen, int *resized_logged)
 		fs_snap_release(m, cur);
 		return;
 	}
-	if ((rc = ft_build(m->st, 0, &ns, &e))) {
+	if ((rc = ft_build(m->st, &ns, &e))) {
 		/* Logged once per generation; the next commit retries. */
 		fs_log(LOG_ERR, "cannot load the store's new state: %s", e.msg);
 		*failed_gen = gen;
@@ -400,7 +400,7 @@ int fs_mount_init(fs_mount *m, store *st, const fs_opts *o, df_err *err)
 	pthread_once(&cx_once, cx_key_make);
 	if (!(m->cache = fc_new((size_t)o->cache_mib << 20)))
 		return df_errf(err, -ENOMEM, "out of memory for the chunk cache");
-	int rc = ft_build(st, 1, &m->live, err);
+	int rc = ft_build(st, &m->live, err);
 	if (rc)
 		return rc;
 	m->live->refs = 1;

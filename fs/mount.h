@@ -91,9 +91,8 @@ typedef struct fs_handle {
 	_Atomic uint64_t pf_end; /* files: prefetch queued up to this offset */
 } fs_handle;
 
-/* Set up m on an open store: build the first snapshot (strictly: a checkpoint that does not load
- * fails it, so a damaged store mounts nothing), create the chunk cache. Returns 0 or a negative
- * errno with err. */
+/* Set up m on an open store: build the first snapshot (a checkpoint that does not load is left
+ * out, named on stderr), create the chunk cache. Returns 0 or a negative errno with err. */
 int fs_mount_init(fs_mount *m, store *st, const fs_opts *o, df_err *err);
 
 /* Start the poller and the prefetch threads for session se (after fuse_session_mount). */

@@ -151,7 +151,12 @@ static void open_node(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
 	if (!want_dir) {
 		fi->keep_cache = 1;
 		fi->noflush = 1;
-		ft_open_file(s, n);
+		if ((err = -ft_open_file(s, n))) {
+			free(h);
+			fs_snap_release(m, s);
+			fuse_reply_err(req, err);
+			return;
+		}
 	}
 	if (fuse_reply_open(req, fi)) /* interrupted: no release will come for this handle */
 		close_handle(m, h);

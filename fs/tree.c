@@ -247,7 +247,7 @@ static int64_t now_ns(void)
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-int ft_build(store *st, int strict, ft_snap **out, df_err *err)
+int ft_build(store *st, ft_snap **out, df_err *err)
 {
 	ft_snap *s = calloc(1, sizeof *s);
 	if (!s)
@@ -278,12 +278,12 @@ int ft_build(store *st, int strict, ft_snap **out, df_err *err)
 	for (size_t i = 0; i < nnames; i++) {
 		df_err e;
 		rc = rd_load(st, txn, names[i], &s->cks[s->ncks], &e);
-		if (rc == -ENOMEM || (rc && strict)) {
+		if (rc == -ENOMEM) {
 			df_errf(err, rc, "%s", e.msg);
 			goto fail;
 		}
 		if (rc)
-			fs_log(LOG_ERR, "%s (not shown)", e.msg);
+			fs_log(LOG_ERR, "%s (not shown; `deltafs verify` reports it)", e.msg);
 		else
 			s->ncks++;
 	}
@@ -426,11 +426,43 @@ void ft_txn_put(ft_snap *s, MDB_txn *txn)
 	pthread_mutex_unlock(&s->mu);
 }
 
-int ft_adopt(ft_snap *s, MDB_txn *txn, uint64_t gen)
+static const rd_ckpt *ckpt_named(const ft_snap *s, const char *name)
+{
+	size_t lo = 0, hi = s->ncks;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		int c = strcmp(name, s->cks[mid]->mf->name);
+		if (!c)
+			return s->cks[mid];
+		if (c < 0)
+			hi = mid;
+		else
+			lo = mid + 1;
+	}
+	return NULL;
+}
+
+/* With s->mu held: ft_adopt's condition for moving s to newer's generation. */
+static int can_move_locked(const ft_snap *s, const ft_snap *newer)
+{
+	for (size_t i = 0; i < s->ncks; i++) {
+		if (!s->ck_open[i])
+			continue;
+		for (const rd_ckpt *ck = s->cks[i]; ck; ck = ck->base) {
+			const rd_ckpt *now = ckpt_named(newer, ck->mf->name);
+			if (!now || now->mf->uid != ck->mf->uid)
+				return 0;
+		}
+	}
+	return 1;
+}
+
+int ft_adopt(ft_snap *s, MDB_txn *txn, uint64_t gen, const ft_snap *newer)
 {
 	size_t id = mdb_txn_id(txn);
 	pthread_mutex_lock(&s->mu);
-	if (id > s->txn_newest && s->nopen) { /* no file open: it needs none (ft_drop_idle) */
+	/* no file open: it needs none (ft_drop_idle) */
+	if (id > s->txn_newest && s->nopen && (!newer || can_move_locked(s, newer))) {
 		/* Kept even when all others are busy (ntxn may pass FT_MAX_TXNS by this one until
 		 * they return and retire): the pool must always hold a transaction at its floor. */
 		s->txn_newest = s->txn_floor = id;
@@ -449,44 +481,33 @@ int ft_adopt(ft_snap *s, MDB_txn *txn, uint64_t gen)
 	return 0;
 }
 
-static const rd_ckpt *ckpt_named(const ft_snap *s, const char *name)
+int ft_open_file(ft_snap *s, const ft_node *n)
 {
-	size_t lo = 0, hi = s->ncks;
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-		int c = strcmp(name, s->cks[mid]->mf->name);
-		if (!c)
-			return s->cks[mid];
-		if (c < 0)
-			hi = mid;
-		else
-			lo = mid + 1;
-	}
-	return NULL;
-}
-
-int ft_can_move(ft_snap *s, const ft_snap *newer)
-{
-	int ok = 1;
-	pthread_mutex_lock(&s->mu);
-	for (size_t i = 0; ok && i < s->ncks; i++) {
-		if (!s->ck_open[i])
-			continue;
-		for (const rd_ckpt *ck = s->cks[i]; ok && ck; ck = ck->base) {
-			const rd_ckpt *now = ckpt_named(newer, ck->mf->name);
-			ok = now && now->mf->uid == ck->mf->uid;
-		}
-	}
-	pthread_mutex_unlock(&s->mu);
-	return ok;
-}
-
-void ft_open_file(ft_snap *s, const ft_node *n)
-{
+	/* Counted first: from here on no ft_adopt moves s to a generation without n's checkpoint, so
+	 * the check below, in a transaction s reads with, holds for every later one. */
 	pthread_mutex_lock(&s->mu);
 	s->ck_open[n->cki]++;
 	s->nopen++;
 	pthread_mutex_unlock(&s->mu);
+	MDB_txn *txn;
+	df_err e;
+	int rc = ft_txn_get(s, &txn, &e);
+	if (rc) {
+		fs_log(LOG_ERR, "%s", e.msg);
+	} else {
+		for (const rd_ckpt *ck = n->ck; !rc && ck; ck = ck->base) {
+			uint64_t uid;
+			rc = store_ckpt_uid(s->st, txn, ck->mf->name, &uid);
+			if (!rc && uid != ck->mf->uid)
+				rc = -ENOENT; /* replaced */
+			else if (rc == -EBADMSG)
+				rc = -ENOENT; /* replaced by a manifest the next snapshot leaves out */
+		}
+		ft_txn_put(s, txn);
+	}
+	if (rc)
+		ft_close_file(s, n);
+	return rc;
 }
 
 void ft_close_file(ft_snap *s, const ft_node *n)

@@ -32,13 +32,16 @@
  *     (ft_adopt, from the poller) and retires the older ones;
  *   - a snapshot that is no longer the newest (files are open in it) adopts transactions of the
  *     newest generation when every checkpoint it has files open in, and their bases, exist there
- *     with the same manifest uid (ft_can_move): their blobs are then in any transaction of it.
+ *     with the same manifest uid (checked by ft_adopt): their blobs are then in any transaction of it.
  * What remains is the unavoidable case: a file open in a checkpoint that was removed or replaced
  * pins the space freed after that until it is closed.
  *
  * A snapshot that holds no transaction begins one on demand even if the store has moved on
  * meanwhile (within one poll period): blobs of checkpoints still in the store are there all the
- * same, and a blob gc'd in that window reads as EIO ("blob missing"), never as wrong bytes.
+ * same. A checkpoint removed in that window (its blobs perhaps collected) is caught when a file of
+ * it is opened (ft_open_file looks up its manifest uid in that transaction): the open fails with
+ * ENOENT, as it would once the poller caught up, and no read of an open file meets a missing blob.
+ * (Found by tests/reliability's concurrency run: a reader's mmap died of SIGBUS on such an EIO.)
  */
 #ifndef DELTAFS_FS_TREE_H
 #define DELTAFS_FS_TREE_H
@@ -96,10 +99,10 @@ typedef struct ft_snap {
 } ft_snap;
 
 /* Build the snapshot of the store's current generation, in a new read transaction that the
- * snapshot keeps. strict: a checkpoint whose manifest (or base chain) does not load fails the build
- * with err; else it is left out with a log line (a running mount stays useful). Returns 0, or a
- * negative errno with err. */
-int ft_build(store *st, int strict, ft_snap **out, df_err *err);
+ * snapshot keeps. A checkpoint whose manifest (or base chain) does not load is left out with a log
+ * line naming it: one damaged record must not hide the others. Returns 0, or a negative errno with
+ * err (the store cannot be read, or out of memory). */
+int ft_build(store *st, ft_snap **out, df_err *err);
 
 /* Free a snapshot whose transactions have all been returned. */
 void ft_free(ft_snap *s);
@@ -122,22 +125,25 @@ static inline const ft_node *ft_kid(const ft_snap *s, const ft_node *dir, uint32
 int ft_txn_get(ft_snap *s, MDB_txn **txn, df_err *err);
 void ft_txn_put(ft_snap *s, MDB_txn *txn);
 
-/* Offer txn, a read transaction that sees generation gen, s->gen or (if ft_can_move said so) a
- * later one: if files are open in s and txn is newer than all of s's transactions (something
- * committed since), s keeps it, moves to gen and retires its older transactions (now if idle, else
- * when returned); else it is ended. Takes ownership of txn; returns 1 if kept. */
-int ft_adopt(ft_snap *s, MDB_txn *txn, uint64_t gen);
-
-/* Whether s can be served by transactions of newer's generation: every checkpoint s has files open
- * in, and its base chain, is in newer with the same manifest uid. */
-int ft_can_move(ft_snap *s, const ft_snap *newer);
+/* Offer txn, a read transaction that sees generation gen: s->gen (newer NULL), or the generation
+ * of snapshot newer. If files are open in s, txn is newer than all of s's transactions (something
+ * committed since) and, for a newer generation, every checkpoint s has files open in, and its base
+ * chain, is in newer with the same manifest uid (checked under s's lock, so that no file opened
+ * meanwhile is left behind), s keeps it, moves to gen and retires its older transactions (now if
+ * idle, else when returned); else it is ended. Takes ownership of txn; returns 1 if kept. */
+int ft_adopt(ft_snap *s, MDB_txn *txn, uint64_t gen, const ft_snap *newer);
 
 /* If no file is open in s and none of its transactions is in use, end them all; returns how many
  * were ended. */
 unsigned ft_drop_idle(ft_snap *s);
 
-/* Count a file handle opened on / closed from file node n of s. */
-void ft_open_file(ft_snap *s, const ft_node *n);
+/* Count a file handle opened on file node n of s, after checking that the transactions s reads
+ * with hold n's checkpoint and its base chain as s knows them (same manifest uids): a snapshot
+ * with no file open holds no transaction, and the one it begins on demand may see a later
+ * generation in which the checkpoint was removed (and its blobs collected) before the mount's
+ * poller noticed. Returns 0, -ENOENT (gone: the open fails, as it would a moment later) or another
+ * negative errno. Once it returns 0, every read of the file finds its blobs until ft_close_file. */
+int ft_open_file(ft_snap *s, const ft_node *n);
 void ft_close_file(ft_snap *s, const ft_node *n);
 
 #endif

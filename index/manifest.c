@@ -366,6 +366,18 @@ int mf_peek_base(const void *buf, size_t len, char *out, size_t outlen)
 	return 0;
 }
 
+int mf_peek_uid(const void *buf, size_t len, uint64_t *uid)
+{
+	rbuf r = {.p = buf, .len = len};
+	const uint8_t *magic = r_take(&r, 4);
+	if (!magic || memcmp(magic, MF_MAGIC, 4) || r_le(&r, 2) != MF_VERSION)
+		return -EBADMSG;
+	for (int i = 0; i < 2; i++) /* name, base */
+		r_take(&r, r_le(&r, 2));
+	*uid = r_le(&r, 8);
+	return r.bad ? -EBADMSG : 0;
+}
+
 void mf_free(manifest *m)
 {
 	if (!m)

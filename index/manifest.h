@@ -104,6 +104,11 @@ void mf_free(manifest *m);
  * scans): copies it into out (NUL-terminated, "" if none). Returns 0 or -EBADMSG. */
 int mf_peek_base(const void *buf, size_t len, char *out, size_t outlen);
 
+/* The uid of an encoded manifest, without decoding (or checksumming) the rest: enough to tell
+ * whether a checkpoint is still the one a decoded manifest describes, since uids are never reused.
+ * Returns 0 or -EBADMSG. */
+int mf_peek_uid(const void *buf, size_t len, uint64_t *uid);
+
 /* Totals over a manifest: logical bytes (sum of file sizes) and stored bytes (sum of chunk blen). */
 uint64_t mf_logical_bytes(const manifest *m);
 uint64_t mf_stored_bytes(const manifest *m);

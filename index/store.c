@@ -292,6 +292,15 @@ int store_ckpt_get(store *s, MDB_txn *txn, const char *name, manifest **out, df_
 	return 0;
 }
 
+int store_ckpt_uid(store *s, MDB_txn *txn, const char *name, uint64_t *uid)
+{
+	MDB_val k = {strlen(name), (void *)name}, d;
+	int rc = mdb_get(txn, s->dbi[DB_CKPT], &k, &d);
+	if (rc)
+		return rc == MDB_NOTFOUND ? -ENOENT : -EIO;
+	return mf_peek_uid(d.mv_data, d.mv_size, uid);
+}
+
 int store_ckpt_list(store *s, MDB_txn *txn, char ***names, size_t *n, df_err *err)
 {
 	MDB_cursor *cur;
@@ -413,8 +422,10 @@ int store_check_refs(store *s, MDB_txn *txn, void (*bad)(void *ud, const char *m
 {
 	ref_want *w = NULL;
 	size_t n = 0, i = 0;
-	int found = 0;
-	char msg[256];
+	/* Counted by kind and reported once per kind: one unreadable manifest leaves every blob it
+	 * named with a surplus reference, and a line per blob would bury the line that says why. */
+	uint64_t malformed = 0, unrecorded = 0, missing = 0, differ = 0, have1 = 0, want1 = 0;
+	char msg[320];
 	int rc = collect_refs(s, txn, &w, &n, err);
 	if (rc)
 		return rc;
@@ -428,40 +439,50 @@ int store_check_refs(store *s, MDB_txn *txn, void (*bad)(void *ud, const char *m
 	     rc = mdb_cursor_get(cur, &k, &d, MDB_NEXT)) {
 		uint64_t have = 0, want = 0;
 		if (k.mv_size != 16 || d.mv_size != 8) {
-			snprintf(msg, sizeof msg, "%s: malformed refcount record", s->path);
-			bad(ud, msg);
-			found++;
+			malformed++;
 			continue;
 		}
 		memcpy(&have, d.mv_data, 8);
-		for (; i < n && memcmp(w[i].h, k.mv_data, 16) < 0; i++, found++) {
-			snprintf(msg, sizeof msg, "%s: a referenced blob has no refcount record",
-				 s->path);
-			bad(ud, msg);
-		}
+		for (; i < n && memcmp(w[i].h, k.mv_data, 16) < 0; i++)
+			unrecorded++;
 		for (; i < n && !memcmp(w[i].h, k.mv_data, 16); i++)
 			want++;
 		MDB_val bd;
-		if (want && mdb_get(txn, s->dbi[DB_BLOBS], &k, &bd)) {
-			snprintf(msg, sizeof msg, "%s: a referenced blob is missing", s->path);
-			bad(ud, msg);
-			found++;
-		}
-		if (have != want) {
-			snprintf(msg, sizeof msg, "%s: a blob's refcount is %llu but manifests name it "
-				 "%llu times", s->path, (unsigned long long)have,
-				 (unsigned long long)want);
-			bad(ud, msg);
-			found++;
+		if (want && mdb_get(txn, s->dbi[DB_BLOBS], &k, &bd))
+			missing++;
+		if (have != want && !differ++) {
+			have1 = have;
+			want1 = want;
 		}
 	}
 	mdb_cursor_close(cur);
-	for (; i < n; i++, found++) {
-		snprintf(msg, sizeof msg, "%s: a referenced blob has no refcount record", s->path);
+	unrecorded += n - i;
+	free(w);
+	if (malformed) {
+		snprintf(msg, sizeof msg, "%s: %llu malformed refcount records", s->path,
+			 (unsigned long long)malformed);
 		bad(ud, msg);
 	}
-	free(w);
-	return found;
+	if (unrecorded) {
+		snprintf(msg, sizeof msg, "%s: %llu references to blobs with no refcount record",
+			 s->path, (unsigned long long)unrecorded);
+		bad(ud, msg);
+	}
+	if (missing) {
+		snprintf(msg, sizeof msg, "%s: %llu referenced blobs are missing", s->path,
+			 (unsigned long long)missing);
+		bad(ud, msg);
+	}
+	if (differ) {
+		snprintf(msg, sizeof msg, "%s: %llu blobs have a refcount other than the number of "
+			 "manifests naming them (the first: %llu, named %llu times)%s", s->path,
+			 (unsigned long long)differ, (unsigned long long)have1,
+			 (unsigned long long)want1,
+			 have1 > want1 ? "; expected while a manifest cannot be read" : "");
+		bad(ud, msg);
+	}
+	return (int)((malformed + unrecorded + missing + differ) > INT_MAX
+			     ? INT_MAX : malformed + unrecorded + missing + differ);
 }
 
 /* --- writing ---------------------------------------------------------------------------------- */

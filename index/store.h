@@ -68,6 +68,11 @@ void store_hash(const void *p, size_t n, uint8_t out[16]);
 /* Load a checkpoint's manifest. -ENOENT if absent, -EBADMSG if corrupt (err names the checkpoint). */
 int store_ckpt_get(store *s, MDB_txn *txn, const char *name, manifest **out, df_err *err);
 
+/* The uid of checkpoint name's manifest in txn, without decoding it (manifest.h: mf_peek_uid):
+ * whether a manifest decoded earlier still describes that checkpoint. Returns 0, -ENOENT (no such
+ * checkpoint), -EBADMSG or -EIO. */
+int store_ckpt_uid(store *s, MDB_txn *txn, const char *name, uint64_t *uid);
+
 /* Names of all checkpoints, sorted; *names is a malloc'd array of malloc'd strings (free with
  * store_names_free). */
 int store_ckpt_list(store *s, MDB_txn *txn, char ***names, size_t *n, df_err *err);
@@ -80,8 +85,8 @@ uint64_t store_generation(store *s, MDB_txn *txn);
 int store_usage(store *s, uint64_t *used, uint64_t *file_size);
 
 /* Recount every blob's references from all manifests and compare with the refs table; also check
- * that each referenced blob exists. Each mismatch goes to bad(ud, message). Returns the number of
- * mismatches or a negative errno. */
+ * that each referenced blob exists. Mismatches are reported by kind, one bad(ud, message) line per
+ * kind with its count. Returns the number of mismatches (at most INT_MAX) or a negative errno. */
 int store_check_refs(store *s, MDB_txn *txn, void (*bad)(void *ud, const char *msg), void *ud,
 		     df_err *err);
 
