@@ -37,7 +37,7 @@
 
 #include "../../index/manifest.h"
 
-static void die(const char *what, int rc)
+static _Noreturn void die(const char *what, int rc)
 {
 	fprintf(stderr, "storedump: %s: %s\n", what, mdb_strerror(rc));
 	exit(1);

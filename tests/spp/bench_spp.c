@@ -52,7 +52,7 @@ static double now(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-static void die(const char *what, const char *path)
+static _Noreturn void die(const char *what, const char *path)
 {
 	fprintf(stderr, "bench_spp: %s: %s\n", path, what);
 	exit(1);
