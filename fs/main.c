@@ -242,7 +242,7 @@ static int serve(struct cli *c, struct fuse_args *args, int status_fd)
 		df_errf(&err, -errno, "store %s: %s", c->store, strerror(errno));
 		goto fail;
 	}
-	if ((rc = store_open(store_abs, STORE_RDONLY, &st, &err)))
+	if ((rc = store_open(store_abs, STORE_RDONLY | STORE_RANDOM, &st, &err)))
 		goto fail;
 	have_m = 1;
 	if ((rc = fs_mount_init(&m, st, &o, &err)))

@@ -176,6 +176,20 @@ static unsigned pf_collect(const fs_handle *h, uint64_t pos, uint64_t target, fs
 	return n;
 }
 
+/* Ask the kernel for the blobs of n items (rd_hint_chunk) before anything decodes them: the reads
+ * of a whole prefetch window, or of every chunk of one read, then go to the disk together instead
+ * of one blob at a time as each decode starts. Only a hint: a busy transaction pool skips it. */
+static void pf_hint(ft_snap *snap, const fs_pf_item *items, unsigned n)
+{
+	MDB_txn *txn;
+	df_err e;
+	if (!n || ft_txn_get(snap, &txn, &e))
+		return;
+	for (unsigned i = 0; i < n; i++)
+		rd_hint_chunk(snap->st, txn, items[i].ck, items[i].file, items[i].seg, items[i].chunk);
+	ft_txn_put(snap, txn);
+}
+
 /* Queue n items of snapshot snap to the prefetchers (a full queue drops the rest). */
 static void pf_enqueue(fs_mount *m, ft_snap *snap, const fs_pf_item *items, unsigned n)
 {
@@ -212,16 +226,18 @@ void fs_prefetch_ahead(fs_mount *m, fs_handle *h, uint64_t off, uint64_t end)
 	/* Another thread may have refilled meanwhile: only the one that moves pf_end queues. */
 	if (!n || !atomic_compare_exchange_strong(&h->pf_end, &pf, pos))
 		return;
+	pf_hint(h->snap, items, n);
 	pf_enqueue(m, h->snap, items, n);
 }
 
-void fs_prefetch_range(fs_mount *m, fs_handle *h, uint64_t from, uint64_t end)
+void fs_prefetch_read(fs_mount *m, fs_handle *h, uint64_t pos, uint64_t end)
 {
 	fs_pf_item items[FS_PF_BATCH];
 	uint64_t stop;
-	unsigned n = m->pf_nthreads ? pf_collect(h, from, end, items, &stop) : 0;
-	if (n)
-		pf_enqueue(m, h->snap, items, n);
+	unsigned n = pf_collect(h, pos, end, items, &stop);
+	pf_hint(h->snap, items, n);
+	if (n > 1 && m->pf_nthreads) /* items[0]: the caller's */
+		pf_enqueue(m, h->snap, items + 1, n - 1);
 }
 
 /* --- readahead -------------------------------------------------------------------------------- */

@@ -147,10 +147,11 @@ static inline uint32_t fs_chunk_at(const mf_file *f, uint32_t *si, uint64_t pos,
  * ahead of end for the prefetch threads. */
 void fs_prefetch_ahead(fs_mount *m, fs_handle *h, uint64_t off, uint64_t end);
 
-/* Queue the chunks of h's file covering [from, end) to the prefetch threads: a read spanning
- * several chunks has the later ones decoded in parallel with the first, which the reading thread
- * decodes itself (cold random 128 KiB reads span 1.5 chunks of 256 KiB on average). */
-void fs_prefetch_range(fs_mount *m, fs_handle *h, uint64_t from, uint64_t end);
+/* For a read of [pos, end) of h's file: ask the kernel for the blobs of every chunk it covers
+ * (their disk reads overlap), and queue all chunks but the first to the prefetch threads, so that
+ * they decode in parallel with the first, which the reading thread decodes itself (a cold random
+ * 128 KiB read spans 2-3 chunks of 64 KiB). */
+void fs_prefetch_read(fs_mount *m, fs_handle *h, uint64_t pos, uint64_t end);
 
 /* The FUSE operations (fs/ops.c). */
 extern const struct fuse_lowlevel_ops fs_ops;

@@ -219,13 +219,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	/* Queue the chunks ahead first, so they decode while this thread decodes these; and the
 	 * read's own chunks after its first, which this thread decodes meanwhile. */
 	fs_prefetch_ahead(m, h, pos, end);
-	{
-		uint32_t s0 = mf_seg_at(f, pos);
-		size_t cpos, len;
-		fs_chunk_at(f, &s0, pos, end, &cpos, &len);
-		if (pos + len < end)
-			fs_prefetch_range(m, h, pos + len, end);
-	}
+	fs_prefetch_read(m, h, pos, end);
 
 	struct iovec iov_stack[FS_IOV_STACK], *iov = iov_stack;
 	fc_chunk *ref_stack[FS_IOV_STACK], **refs = ref_stack;

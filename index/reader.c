@@ -107,6 +107,19 @@ int rd_decode_chunk(cx_ctx *cx, store *s, MDB_txn *txn, const rd_ckpt *ck, uint3
 	return 0;
 }
 
+void rd_hint_chunk(store *s, MDB_txn *txn, const rd_ckpt *ck, uint32_t f, uint32_t s_, uint32_t c)
+{
+	for (; ck; ck = ck->base) {
+		const mf_seg *sg = &ck->mf->files[f].segs[s_];
+		if (sg->chunks[c].flags != MF_CHUNK_SAME)
+			store_blob_hint(s, txn, sg->chunks[c].hash);
+		if (sg->base_file < 0)
+			return;
+		f = (uint32_t)sg->base_file;
+		s_ = (uint32_t)sg->base_seg;
+	}
+}
+
 int rd_decode_chunk_full(cx_ctx *cx, store *s, MDB_txn *txn, const rd_ckpt *ck, uint32_t f,
 			 uint32_t s_, uint32_t c, void *dst, df_err *err)
 {

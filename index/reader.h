@@ -49,6 +49,10 @@ const mf_seg *rd_base_seg(const rd_ckpt *ck, uint32_t f, uint32_t s);
 int rd_decode_chunk(cx_ctx *cx, store *s, MDB_txn *txn, const rd_ckpt *ck, uint32_t f, uint32_t s_,
 		    uint32_t c, const void *base, void *dst, df_err *err);
 
+/* Ask the kernel to start reading the blobs that chunk c of segment (f, s) of ck needs, its own and
+ * its base chain's (store_blob_hint), so that decoding it later does not wait on the disk. */
+void rd_hint_chunk(store *s, MDB_txn *txn, const rd_ckpt *ck, uint32_t f, uint32_t s_, uint32_t c);
+
 /* Decode chunk c of segment (f, s), resolving the base chain recursively with malloc'd scratch. */
 int rd_decode_chunk_full(cx_ctx *cx, store *s, MDB_txn *txn, const rd_ckpt *ck, uint32_t f,
 			 uint32_t s_, uint32_t c, void *dst, df_err *err);

@@ -37,6 +37,9 @@ typedef struct store store;
 enum {
 	STORE_RDONLY = 1 << 0, /* open read-only (mount, ls, info, export, verify) */
 	STORE_CREATE = 1 << 1, /* create the directory and environment if absent (init, add) */
+	STORE_RANDOM = 1 << 2, /* blobs are read at random (the mount): no kernel readahead on
+				* the map; each blob's pages are asked for in one request instead
+				* (store_blob_get, store_blob_hint) */
 };
 
 /* Open the store in directory dir. Fails with a clear message if dir is missing (without
@@ -56,8 +59,14 @@ int store_rtxn(store *s, MDB_txn **txn, df_err *err);
 void store_txn_end(store *s, MDB_txn *txn);
 
 /* Zero-copy lookup of a blob: *p points into the map and stays valid until txn ends. Returns 0,
- * -ENOENT, or -EIO. Does not check the hash (store_blob_check does). */
+ * -ENOENT, or -EIO. Does not check the hash (store_blob_check does). With STORE_RANDOM, also asks
+ * the kernel for the blob's pages (store_blob_hint). */
 int store_blob_get(store *s, MDB_txn *txn, const uint8_t hash[16], const void **p, size_t *n);
+
+/* Ask the kernel to start reading blob hash's pages (madvise MADV_WILLNEED), so that a decode
+ * later finds them in memory: the mount calls it for the chunks it is about to prefetch, whose
+ * reads then overlap. Harmless when the pages are cached already; absent blobs are ignored. */
+void store_blob_hint(store *s, MDB_txn *txn, const uint8_t hash[16]);
 
 /* 0 if XXH3-128(p, n) == hash, else -EIO. */
 int store_blob_check(const uint8_t hash[16], const void *p, size_t n);
