@@ -7,7 +7,8 @@
  * packed in slot 2 and zstd-compressed into the blob (the alternative split in slot 3, the smaller
  * kept). Decode: planes into slot 0 (raw ones copied, so the bit reader may over-read 8 zero
  * bytes), indices unpacked into slot 1 by width-specialised loops, level tables into slot 2, then
- * the base is copied to dst and every kept position rewritten as base + level. Nothing else is
+ * row by row (dense mode) the kept levels are scattered into a float row in slot 3 (-0.0 where
+ * nothing is kept) and one vector pass writes round(base + row) or the base's bits. Nothing else is
  * allocated: after the first chunk of a shape, decode runs without malloc. One chunk decodes on
  * one thread; chunks decode in parallel on as many threads as the caller runs (each its cx_ctx).
  *
@@ -33,7 +34,9 @@
  *       k-means on the same values, 1g) but err more per value; which wins at a given ratio
  *       depends on the matrix, so all three are candidates and the search measures. It picks
  *       k-means at 1 bit on every 1g matrix at every ratio; on charlm (252 matrix x ratio
- *       choices) k-means 1 bit 189 times, k-means 2 bits 42, DQ_Q_ZERO 2 bits 21, uniform never.
+ *       choices) k-means 1 bit 189 times, k-means 2 bits 42, DQ_Q_ZERO 2 bits 21, uniform never
+ *       (version 1 blobs; since version 2 the 1-bit zero quantiser, signs, wins most 1-bit
+ *       choices: it stores one step per set where k-means stores two levels).
  *   - Scale granularity: per row (srows = 1), per 8 rows, or per chunk, measured per matrix: 1g
  *       picks per row at 16x and one set per chunk (128 rows) above; charlm's small matrices
  *       mostly one set per chunk (the levels would otherwise eat the bytes).
@@ -43,10 +46,25 @@
  *       2 bits, one 512 KiB BF16 chunk); the keyed bijection of dq_positions at 1260 MB/s, with
  *       pair inclusion frequencies within sampling noise of uniform subsets for groups of 16 and
  *       more (rms 4% off at L = 8, kk = 2).
- *   - Decode speed, one core, BF16 1g matrices (bench, 2 shared cores at load ~5, so noisy):
- *       lossless delta 872 MB/s; DeltaDQ 16x 1079, 32x 415, 64x 639, 128x 1677 MB/s. The cost is
- *       ~1.5-2 ns per kept element (position, level lookup, add, round); at 32x and 64x the plan
- *       keeps about half of each group, and there DeltaDQ is slower than lossless.
+ *   - Header (version 2): fields at their default left out, nr from the decoder's n, F16 levels
+ *       times a power of two, no clen for the last plane, 1-bit zero = signs with one stored
+ *       step. charlm, mean output error DeltaDQ / DARE / BitDelta at equal bytes, version 1 ->
+ *       version 2: 16x 0.0802 / 0.0814 / 0.1141 -> 0.0730 / 0.0822 / 0.1141; 32x 0.1228 /
+ *       0.1248 / 0.1219 -> 0.1163 / 0.1232 / 0.1207; 64x 0.1574 / 0.2022 / 0.1554 -> 0.1509 /
+ *       0.1979 / 0.1542; 128x 0.1726 / 0.3373 / 0.1694 -> 0.1689 / 0.3438 / 0.1696 (1-bit
+ *       signs on 53, 56, 38 of the 63 matrices at 32x, 64x, 128x, 1-bit k-means on the rest).
+ *       1g (6 matrices, errors on 256 rows):
+ *       16x 0.00600 / 0.00592 (DARE still ahead: an i.i.d. Gaussian delta at 1 bit per weight
+ *       leaves nothing but side information, and both spend ~1 bit per kept sign); 32x 0.00799 /
+ *       0.00917 / 0.00818; 64x 0.00872 / 0.01279 / 0.00877; 128x 0.00903 / 0.01817 / 0.00904.
+ *   - Decode: dense rows go through a float row (kept levels scattered into it, -0.0 elsewhere)
+ *       and one SSE2-width pass of add + integer BF16 rounding, with the row read one row late
+ *       (the scattered stores otherwise stall its vector loads); the dropout positions are
+ *       computed 8 at a time in 16-bit lanes. Still slower than lossless on the 1g pair: one core,
+ *       two 1g matrices (embed_tokens 32000x2048, q_proj 2048x2048), loaded machine: lossless
+ *       ~850 / ~1250 MB/s; DeltaDQ 16x 554 / 1101, 32x 436 / 827, 64x 698 / 1209, 128x 750 / 2083.
+ *       The remaining cost is the per-kept-element work (position list, level gather, scattered
+ *       store) and a 2-byte index per element between unpack and apply.
  *   - zstd level 9 for the planes: they are small (a sixteenth of the tensor or less), so ingest
  *       barely notices, and decode speed does not depend on the level.
  *   - Support mode, on SPP fine-tunes of pruned bases (scratch pairs of tests/data/genpruned.py;
@@ -76,14 +94,18 @@
 
 #define DQ_ZLEVEL 9       /* planes are small; decode speed does not depend on the level */
 #define DQ_VMAX 10        /* bytes of a u64 varint */
-#define DQ_FIXHDR 7       /* cx header + dtype, bits, lo */
-#define DQ_HDR_MAX (DQ_FIXHDR + 7 * DQ_VMAX)
+#define DQ_FIXHDR 5       /* cx header + bits and lo */
+#define DQ_FIXHDR_V1 7    /* cx header + dtype, bits, lo */
+#define DQ_HDR_MAX (DQ_FIXHDR_V1 + 7 * DQ_VMAX)
 #define DQ_CHUNK_BYTES (256u << 10)
 #define DQ_PAD 8          /* zero bytes after each decoded plane: the bit reader loads 8 bytes */
 #define DQ_DELTA_MAX 0x1p100f /* larger deltas (-EDOM) could overflow a level's step to infinity */
+#define DQ_F_DROP 0x10    /* v2 header byte 3: group and keep present (keep < group) */
+#define DQ_F_SETS 0x20    /* v2 header byte 3: srows present (srows < the chunk's rows) */
+#define DQ_F_KEY 0x40     /* v2 header byte 3: r0 and seed present (not both 0) */
 
 enum { DQ_S_VALS = 0, DQ_S_IDX = 1, DQ_S_WORK = 2, DQ_S_ALT = 3 }; /* encode */
-enum { DQ_S_PLANES = 0, DQ_S_LUT = 2 };                            /* decode (+ DQ_S_IDX) */
+enum { DQ_S_PLANES = 0, DQ_S_LUT = 2, DQ_S_ROW = 3 };              /* decode (+ DQ_S_IDX) */
 
 #define AI static inline __attribute__((always_inline))
 
@@ -258,29 +280,45 @@ AI uint64_t dq_rowkey(uint64_t seed, uint64_t row)
  * Measured over 2e5 keys (see the figures at the top of this file): the inclusion frequency of
  * every position is within 2% of kk/L and of every pair within the sampling noise of a uniform
  * subset for L >= 16 (rms 1.2% at L = 16, kk = 4); L = 8 with kk = 2 is the worst, at rms 4%. */
+typedef uint16_t dq_u16x8 __attribute__((vector_size(16)));
+
 AI void dq_positions(uint64_t rkey, uint64_t grp, uint32_t L, uint32_t kk, uint16_t *pos)
 {
 	const uint64_t k1 = dq_mix(rkey + grp * DQ_GOLD), k2 = k1 * 0xd6e8feb86659fd93ull;
-	const uint32_t a = (uint32_t)k1 | 1, b = (uint32_t)(k1 >> 16), c = (uint32_t)(k1 >> 32) | 1;
-	const uint32_t d = (uint32_t)(k1 >> 48), e = (uint32_t)k2 | 1, f = (uint32_t)(k2 >> 16);
-	const uint32_t g = (uint32_t)(k2 >> 32) | 1, h = (uint32_t)(k2 >> 48);
-	const unsigned k = L > 1 ? 32 - (unsigned)__builtin_clz(L - 1) : 0;
-	const uint32_t M = (1u << k) - 1;
-	unsigned sh;
+	const uint16_t a = (uint16_t)(k1 | 1), b = (uint16_t)(k1 >> 16), c = (uint16_t)(k1 >> 32 | 1);
+	const uint16_t d = (uint16_t)(k1 >> 48), e = (uint16_t)(k2 | 1), f = (uint16_t)(k2 >> 16);
+	const uint16_t g = (uint16_t)(k2 >> 32 | 1), h = (uint16_t)(k2 >> 48);
+	const unsigned k = L > 1 ? 32 - (unsigned)__builtin_clz(L - 1) : 0, sh = (k + 1) / 2;
+	const uint16_t M = (uint16_t)((1u << k) - 1);
+	const dq_u16x8 step = { 8, 8, 8, 8, 8, 8, 8, 8 };
+	dq_u16x8 j8 = { 0, 1, 2, 3, 4, 5, 6, 7 };
+	uint16_t y8[8];
 
-	sh = (k + 1) / 2;
-#define DQ_SIGMA(x)                                                                                	({                                                                                         		uint32_t x_ = (x);                                                                 		x_ = (x_ * a + b) & M;                                                             		x_ ^= x_ >> sh;                                                                    		x_ = (x_ * c + d) & M;                                                             		x_ ^= x_ >> sh;                                                                    		x_ = (x_ * e + f) & M;                                                             		x_ ^= x_ >> sh;                                                                    		(x_ * g + h) & M;                                                                  	})
+	/* sigma of 8 consecutive j at a time in 16-bit lanes: k <= 10, and the low k bits of a sum or
+	 * product depend only on the operands' low k bits, so this is the 32-bit bijection's value */
+#define DQ_SIGMA8()                                                                                \
+	do {                                                                                       \
+		dq_u16x8 x_ = (j8 * a + b) & M;                                                    \
+		x_ ^= x_ >> sh;                                                                    \
+		x_ = (x_ * c + d) & M;                                                             \
+		x_ ^= x_ >> sh;                                                                    \
+		x_ = (x_ * e + f) & M;                                                             \
+		x_ ^= x_ >> sh;                                                                    \
+		x_ = (x_ * g + h) & M;                                                             \
+		memcpy(y8, &x_, 16);                                                               \
+		j8 += step;                                                                        \
+	} while (0)
 	if (2 * kk > L) { /* mark the L - kk dropped ones, list the others in ascending order */
 		uint64_t m[DQ_GROUP_MAX / 64];
 
 		memset(m, 0, (L + 63) / 64 * sizeof *m);
-		for (uint32_t j = 0, n = 0; n < L - kk; j++) {
-			uint32_t y = DQ_SIGMA(j);
-
-			if (y < L) {
-				m[y >> 6] |= 1ull << (y & 63);
-				n++;
-			}
+		for (uint32_t n = 0; n < L - kk;) {
+			DQ_SIGMA8();
+			for (unsigned l = 0; l < 8 && n < L - kk; l++)
+				if (y8[l] < L) {
+					m[y8[l] >> 6] |= 1ull << (y8[l] & 63);
+					n++;
+				}
 		}
 		for (uint32_t w = 0, n = 0; w < (L + 63) / 64; w++) {
 			uint64_t kept = ~m[w] & (L - 64 * w >= 64 ? ~0ull : (1ull << (L - 64 * w)) - 1);
@@ -288,59 +326,135 @@ AI void dq_positions(uint64_t rkey, uint64_t grp, uint32_t L, uint32_t kk, uint1
 			for (; kept; kept &= kept - 1)
 				pos[n++] = (uint16_t)(64 * w + (uint32_t)__builtin_ctzll(kept));
 		}
-	} else if (L == M + 1) {
-		for (uint32_t j = 0; j < kk; j++)
-			pos[j] = (uint16_t)DQ_SIGMA(j);
+	} else if (L == M + 1u) { /* every sigma(j) < L; pos has room for kk rounded up to 8 */
+		for (uint32_t j = 0; j < kk; j += 8) {
+			DQ_SIGMA8();
+			memcpy(pos + j, y8, 16);
+		}
 	} else {
-		for (uint32_t j = 0, n = 0; n < kk; j++) {
-			uint32_t y = DQ_SIGMA(j);
-
-			if (y < L)
-				pos[n++] = (uint16_t)y;
+		for (uint32_t n = 0; n < kk;) {
+			DQ_SIGMA8();
+			for (unsigned l = 0; l < 8 && n < kk; l++)
+				if (y8[l] < L)
+					pos[n++] = y8[l];
 		}
 	}
-#undef DQ_SIGMA
+#undef DQ_SIGMA8
 }
 
 /* ---- the header ------------------------------------------------------------------------------ */
 
 typedef struct dq_hdr {
-	int dt, quant, support;
+	int ver, dt, quant, support;
 	unsigned bits, lo;
-	uint64_t cols, r0, nr, g, keep, srows, seed;
-	size_t off; /* first byte after the varints */
+	uint64_t cols, r0, nr, g, keep, srows, seed; /* v2: nr is 0 until the decoder knows n */
+	float scale; /* v2: levels are stored F16 values times this power of two */
+	size_t off;  /* first byte after the fields before the levels */
 } dq_hdr;
 
-static size_t dq_nlev_stored(int quant, unsigned bits)
+/* Stored level values per set: a table, or uniform's min and step, or (v2) zero's step alone. */
+static size_t dq_nlev_stored(int ver, int quant, unsigned bits)
 {
-	return quant == DQ_Q_KMEANS || quant == DQ_Q_PALETTE ? (size_t)1 << bits : 2;
+	if (quant == DQ_Q_KMEANS || quant == DQ_Q_PALETTE)
+		return (size_t)1 << bits;
+	return ver == 1 || quant == DQ_Q_UNIFORM ? 2 : 1;
 }
 
+/* Bytes of one stored level value: F16 times the blob's scale in v2 up to 8 bits, f32 else (the
+ * uniform min and step of wider indices need the precision). */
+static size_t dq_lvsize(int ver, unsigned bits)
+{
+	return ver == 1 || bits > 8 ? 4 : 2;
+}
+
+/* 2^e as a float, for e in [-149, 127]: exact (subnormal below 2^-126). */
+static float dq_pow2(int e)
+{
+	uint32_t u = e >= -126 ? (uint32_t)(e + 127) << 23 : 1u << (e + 149);
+	float f;
+
+	memcpy(&f, &u, 4);
+	return f;
+}
+
+/* The v2 header's dtype code (bits 2-3 of byte 3) of dt, and back; 0 for none either way. */
+static unsigned dq_dtcode(dt_id dt)
+{
+	return dt == DT_F16 ? 1 : dt == DT_BF16 ? 2 : dt == DT_F32 ? 3 : 0;
+}
+
+static int dq_dtof(unsigned code)
+{
+	return code == 1 ? DT_F16 : code == 2 ? DT_BF16 : code == 3 ? DT_F32 : 0;
+}
+
+/* Fields before the levels (deltadq.h), for the chunk of nr rows at r0; srows capped at nr. */
 static size_t dq_hdr_len(const dq_params *p, size_t cols, size_t r0, size_t nr, size_t srows)
 {
-	return DQ_FIXHDR + dq_vlen(cols) + dq_vlen(r0) + dq_vlen(nr) + dq_vlen(p->group) +
-	       dq_vlen(p->keep) + dq_vlen(srows) + dq_vlen(p->seed);
+	return DQ_FIXHDR + dq_vlen(cols) +
+	       (p->keep < p->group ? dq_vlen(p->group) + dq_vlen(p->keep) : 0) +
+	       (srows < nr ? dq_vlen(srows) : 0) + (r0 || p->seed ? dq_vlen(r0) + dq_vlen(p->seed) : 0) +
+	       1;
+}
+
+/* Version 1 (deltadq.h: still decoded, no longer written): every field present, f32 levels. */
+static int dq_parse_v1(const uint8_t *b, size_t blen, dq_hdr *h)
+{
+	uint64_t *f[] = { &h->cols, &h->r0, &h->nr, &h->g, &h->keep, &h->srows, &h->seed };
+
+	if (blen < DQ_FIXHDR_V1)
+		return -EBADMSG;
+	h->dt = b[4];
+	h->bits = b[5];
+	h->lo = b[6];
+	h->off = DQ_FIXHDR_V1;
+	for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
+		if (dq_vget(b, blen, &h->off, f[i]))
+			return -EBADMSG;
+	if (!dq_dtcode((dt_id)h->dt) || !h->nr || h->r0 > UINT64_MAX - h->nr)
+		return -EBADMSG;
+	return 0;
+}
+
+/* Fields absent from a v2 blob take their defaults: no dropout (group = keep), one level set per
+ * chunk (srows = all rows), r0 = seed = 0. */
+static int dq_parse_v2(const uint8_t *b, size_t blen, dq_hdr *h)
+{
+	int8_t e;
+
+	h->dt = dq_dtof(b[3] >> 2 & 3);
+	h->bits = (b[4] & 15) + 1u;
+	h->lo = b[4] >> 4;
+	h->off = DQ_FIXHDR;
+	h->g = h->keep = DQ_GROUP_MAX;
+	h->srows = UINT64_MAX;
+	h->r0 = h->seed = h->nr = 0;
+	if (dq_vget(b, blen, &h->off, &h->cols) ||
+	    ((b[3] & DQ_F_DROP) && (dq_vget(b, blen, &h->off, &h->g) ||
+				    dq_vget(b, blen, &h->off, &h->keep) || h->keep >= h->g)) ||
+	    ((b[3] & DQ_F_SETS) && dq_vget(b, blen, &h->off, &h->srows)) ||
+	    ((b[3] & DQ_F_KEY) && (dq_vget(b, blen, &h->off, &h->r0) ||
+				   dq_vget(b, blen, &h->off, &h->seed))) ||
+	    h->off >= blen)
+		return -EBADMSG;
+	memcpy(&e, b + h->off++, 1);
+	h->scale = dq_pow2(e);
+	return h->dt ? 0 : -EBADMSG;
 }
 
 static int dq_parse(const uint8_t *b, size_t blen, dq_hdr *h)
 {
-	uint64_t *f[] = { &h->cols, &h->r0, &h->nr, &h->g, &h->keep, &h->srows, &h->seed };
-
-	if (!b || blen < DQ_FIXHDR || b[0] != CX_MAGIC || b[1] != CX_DELTADQ || b[2] != DQ_VERSION)
+	if (!b || blen < DQ_FIXHDR || b[0] != CX_MAGIC || b[1] != CX_DELTADQ)
 		return -EBADMSG;
-	h->quant = b[3] & ~DQ_SUPPORT;
+	h->ver = b[2];
+	h->quant = b[3] & 3;
 	h->support = !!(b[3] & DQ_SUPPORT);
-	h->dt = b[4];
-	h->bits = b[5];
-	h->lo = b[6];
-	h->off = DQ_FIXHDR;
-	for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
-		if (dq_vget(b, blen, &h->off, f[i]))
-			return -EBADMSG;
-	if (!h->quant || h->quant > DQ_Q_ZERO || !dq_esize((dt_id)h->dt) ||
-	    h->bits < 1 || h->bits > 16 || (h->quant == DQ_Q_KMEANS && h->bits > DQ_KMEANS_MAXBITS) ||
-	    h->lo >= h->bits || !h->cols || !h->nr || !h->g || h->g > DQ_GROUP_MAX || !h->keep ||
-	    h->keep > h->g || !h->srows || h->seed > UINT32_MAX || h->r0 > UINT64_MAX - h->nr)
+	if (h->ver == 1 ? (b[3] & 0x7c) || dq_parse_v1(b, blen, h)
+			: h->ver != DQ_VERSION || dq_parse_v2(b, blen, h))
+		return -EBADMSG;
+	if (!h->quant || h->bits > 16 || (h->quant == DQ_Q_KMEANS && h->bits > DQ_KMEANS_MAXBITS) ||
+	    !h->bits || h->lo >= h->bits || !h->cols || !h->g || h->g > DQ_GROUP_MAX || !h->keep ||
+	    h->keep > h->g || !h->srows || h->seed > UINT32_MAX || h->r0 > UINT64_MAX / 2)
 		return -EBADMSG;
 	return 0;
 }
@@ -358,7 +472,7 @@ int dq_blob_params(const void *blob, size_t blen, dq_params *p)
 	p->bits = (uint8_t)h.bits;
 	p->quant = (uint8_t)h.quant;
 	p->split = (uint8_t)(1 + h.lo);
-	p->srows = (uint32_t)h.srows;
+	p->srows = h.srows > UINT32_MAX ? UINT32_MAX : (uint32_t)h.srows;
 	p->seed = (uint32_t)h.seed;
 	p->support = (uint32_t)h.support;
 	return 0;
@@ -399,9 +513,11 @@ static size_t dq_plane_len(size_t n, unsigned w)
 	return (n * w + 7) / 8;
 }
 
-/* Write one plane at out: varint clen + zstd frame, or 0 + the raw bytes when zstd does not win.
- * Returns the bytes written, -ENOBUFS or -ENOMEM. */
-static ssize_t dq_put_plane(ZSTD_CCtx *cc, uint8_t *out, size_t cap, const uint8_t *pl, size_t len)
+/* Write one plane at out: varint clen + zstd frame, or 0 + the raw bytes when zstd does not win;
+ * the last plane of a blob without clen (its size is what is left of the blob: raw if exactly the
+ * plane's size, else a zstd frame). Returns the bytes written, -ENOBUFS or -ENOMEM. */
+static ssize_t dq_put_plane(ZSTD_CCtx *cc, uint8_t *out, size_t cap, const uint8_t *pl, size_t len,
+			    int last)
 {
 	uint8_t v[DQ_VMAX];
 	size_t z, vl;
@@ -410,28 +526,32 @@ static ssize_t dq_put_plane(ZSTD_CCtx *cc, uint8_t *out, size_t cap, const uint8
 		z = ZSTD_compress2(cc, out + DQ_VMAX, cap - DQ_VMAX < len ? cap - DQ_VMAX : len, pl, len);
 		if (ZSTD_isError(z) && ZSTD_getErrorCode(z) != ZSTD_error_dstSize_tooSmall)
 			return -ENOMEM;
-		if (!ZSTD_isError(z) && z + dq_vlen(z) < len + 1) {
-			vl = dq_vput(v, z);
+		if (!ZSTD_isError(z) && (last ? z < len : z + dq_vlen(z) < len + 1)) {
+			vl = last ? 0 : dq_vput(v, z);
 			memmove(out + vl, out + DQ_VMAX, z);
 			memcpy(out, v, vl);
 			return (ssize_t)(vl + z);
 		}
 	}
-	if (cap < len + 1)
+	if (cap < len + !last)
 		return -ENOBUFS;
-	out[0] = 0;
-	memcpy(out + 1, pl, len);
-	return (ssize_t)(len + 1);
+	if (!last)
+		out[0] = 0;
+	memcpy(out + !last, pl, len);
+	return (ssize_t)(len + !last);
 }
 
-/* Read one plane of len bytes at *off into out (len + DQ_PAD bytes, padding zeroed). */
+/* Read one plane of len bytes at *off into out (len + DQ_PAD bytes, padding zeroed); `last`: the
+ * plane without clen that ends the blob (v2). */
 static int dq_get_plane(cx_ctx *cx, const uint8_t *b, size_t blen, size_t *off, uint8_t *out,
-			size_t len)
+			size_t len, int last)
 {
 	uint64_t clen;
 	size_t z;
 
-	if (dq_vget(b, blen, off, &clen))
+	if (last)
+		clen = blen - *off == len ? 0 : blen - *off;
+	else if (dq_vget(b, blen, off, &clen))
 		return -EBADMSG;
 	memset(out + len, 0, DQ_PAD);
 	if (!clen) {
@@ -469,14 +589,24 @@ AI long dq_round(double x)
 	return (long)(x + (x < 0 ? -0.5 : 0.5));
 }
 
-/* A uniform level. j * step is exact in double (j < 2^16, step has 24 significant bits), so an
- * FMA or not gives the same double, and the one rounding to float is the same everywhere. */
-AI float dq_ulevel(float mn, float step, uint32_t j)
+/* A uniform level: min + j * step in double, rounded once to float. j * step is exact in double
+ * (j < 2^16, step has 24 significant bits), so an FMA or not gives the same double. The zero
+ * quantiser's levels (j - K) * step are the same sum with min = -K * step, exact in double (K <
+ * 2^15, its step has 11 significant bits), so they go through here too. */
+AI float dq_ulevel(double mn, double step, uint32_t j)
 {
-	return (float)((double)mn + (double)j * (double)step);
+	return (float)(mn + (double)j * step);
 }
 
-static void dq_uniform(const float *v, size_t n, unsigned bits, uint16_t *idx, float lv[2])
+/* x rounded to what a v2 blob stores: the nearest F16 value times 2^e (scale = 2^e), or x itself
+ * where levels are stored f32 (scale 0). */
+static float dq_hround(float x, float scale)
+{
+	return scale ? hf_f16_to_f32(hf_f32_to_f16(x / scale)) * scale : x;
+}
+
+static void dq_uniform(const float *v, size_t n, unsigned bits, uint16_t *idx, float lv[2],
+		       float scale)
 {
 	float mn = v[0], mx = v[0], step = 0;
 	uint32_t top = (1u << bits) - 1;
@@ -485,10 +615,19 @@ static void dq_uniform(const float *v, size_t n, unsigned bits, uint16_t *idx, f
 		mn = v[i] < mn ? v[i] : mn;
 		mx = v[i] > mx ? v[i] : mx;
 	}
-	if (mx > mn) {
+	/* min rounded to the stored grid (values below it clamp to level 0: off by at most 2^-11 of
+	 * |min|), then the smallest stored step whose top level reaches max */
+	mn = dq_hround(mn, scale);
+	if (mx > mn && !scale) {
 		step = (float)(((double)mx - mn) / top);
 		while (dq_ulevel(mn, step, top) < mx)
 			step = nextafterf(step, INFINITY);
+	} else if (mx > mn) {
+		uint16_t hs = hf_f32_to_f16((float)(((double)mx - mn) / top) / scale);
+
+		step = hf_f16_to_f32(hs) * scale;
+		while (dq_ulevel(mn, step, top) < mx && hs < 0x7bff)
+			step = hf_f16_to_f32(++hs) * scale;
 	}
 	double inv = step > 0 ? 1.0 / step : 0;
 	for (size_t i = 0; i < n; i++) {
@@ -500,13 +639,28 @@ static void dq_uniform(const float *v, size_t n, unsigned bits, uint16_t *idx, f
 	lv[1] = step;
 }
 
-/* Levels j * step, |j| <= K = 2^(bits-1) - 1, stored as uniform (min = -K * step, step): a level
- * at zero, so the small majority of a delta costs the entropy coder little, and the step that
- * minimises the squared error (40 steps between 0.02 and 4 times the rms), not min-max, so the
- * outliers do not spread the levels. The step keeps 11 significant bits, so K * step and the zero
- * level are exact. The top code is unused. */
-static void dq_zero(const float *v, size_t n, unsigned bits, uint16_t *idx, float lv[2])
+/* Levels j * step, |j| <= K = 2^(bits-1) - 1, index j + K: a level at zero, so the small majority
+ * of a delta costs the entropy coder little, and the step that minimises the squared error (40
+ * steps between 0.02 and 4 times the rms), not min-max, so the outliers do not spread the levels.
+ * Only the step is stored (F16 times the blob's scale: 11 significant bits, so K * step and the
+ * zero level are exact); lv gets min = -K * step and step. The top code is unused. */
+static void dq_zero(const float *v, size_t n, unsigned bits, uint16_t *idx, float lv[2],
+		    float scale)
 {
+	if (bits == 1) { /* signs: +-s with s = mean |v|, the squared error's minimum */
+		double sa = 0;
+		float s;
+
+		for (size_t i = 0; i < n; i++)
+			sa += fabsf(v[i]);
+		s = dq_hround((float)(sa / (double)n), scale);
+		for (size_t i = 0; i < n; i++)
+			idx[i] = v[i] >= 0;
+		lv[0] = -s;
+		lv[1] = s;
+		return;
+	}
+
 	const long K = (1L << (bits - 1)) - 1;
 	double ss = 0, best = INFINITY;
 	float step = 0;
@@ -524,14 +678,12 @@ static void dq_zero(const float *v, size_t n, unsigned bits, uint16_t *idx, floa
 	for (int pass = 0; pass < 2 && ss > 0; pass++) {
 		int t0 = pass ? tbest - 3 : 0, t1 = pass ? tbest + 3 : 39, dt = pass ? 1 : 4;
 		for (int t = t0 < 0 ? 0 : t0; t <= t1 && t < 40; t += dt) {
-			int e;
 			float s = (float)(sqrt(ss / ns) * 0.02 * pow(200.0, t / 39.0));
 			double err = 0, inv;
 
 			if (pass && t % 4 == 0)
 				continue; /* evaluated in the coarse pass */
-			frexpf(s, &e);
-			s = ldexpf(rintf(ldexpf(s, 11 - e)), e - 11);
+			s = dq_hround(s, scale); /* what the blob stores: 11 significant bits */
 			if (!(s > 0))
 				continue; /* underflowed: deltas around 1e-38 */
 			inv = 1.0 / s;
@@ -609,25 +761,60 @@ static size_t dq_upper(const float *s, size_t n, double t)
 	return lo;
 }
 
+/* Round a table of 2^bits ascending levels to the stored grid (rounding keeps them ascending). */
+static void dq_table_round(float *lv, unsigned bits, float scale)
+{
+	for (size_t k = 0; k < ((size_t)1 << bits); k++)
+		lv[k] = dq_hround(lv[k], scale);
+	for (size_t k = 1; k < ((size_t)1 << bits); k++) /* be sure */
+		if (lv[k] < lv[k - 1])
+			lv[k] = lv[k - 1];
+}
+
+/* idx[i] = the nearest of the 2^bits ascending levels lv to v[i]. */
+static void dq_nearest(const float *v, size_t n, const float *lv, unsigned bits, uint16_t *idx)
+{
+	const size_t K = (size_t)1 << bits;
+
+	for (size_t i = 0; i < n; i++) {
+		size_t lo = 0, hi = K - 1;
+
+		while (lo < hi) { /* last level <= v, then compare with the next */
+			size_t mid = (lo + hi + 1) / 2;
+
+			if (lv[mid] <= v[i])
+				lo = mid;
+			else
+				hi = mid - 1;
+		}
+		if (lo + 1 < K && (double)lv[lo + 1] - v[i] < (double)v[i] - lv[lo])
+			lo++;
+		idx[i] = (uint16_t)lo;
+	}
+}
+
 /* The palette quantiser (codec/palette.h): levels by the optimal split of the sorted values
  * refined by Lloyd, where dq_kmeans starts Lloyd from quantiles; written as a k-means table, so
  * decode is the same. Returns 0 or a negative errno. */
-static int dq_palette(const float *v, size_t n, unsigned bits, uint16_t *idx, float *lv)
+static int dq_palette(const float *v, size_t n, unsigned bits, uint16_t *idx, float *lv,
+		      float scale)
 {
 	pal_table t;
 	int rc = pal_fit_values(v, NULL, n, bits, &t);
 
 	if (rc)
 		return rc;
-	memcpy(lv, t.c, ((size_t)1 << bits) * sizeof *lv);
-	for (size_t i = 0; i < n; i++)
-		idx[i] = (uint16_t)pal_nearest(&t, v[i]);
+	for (size_t k = 0; k < ((size_t)1 << bits); k++)
+		lv[k] = t.c[k];
+	dq_table_round(lv, bits, scale);
+	dq_nearest(v, n, lv, bits, idx);
 	return 0;
 }
 
 /* 1-D k-means (Lloyd) with K = 2^bits levels, exact on the sorted values: a cluster is a range of
  * the sorted array, its mean two prefix-sum lookups. work: n floats + (n + 1) doubles. */
-static void dq_kmeans(const float *v, size_t n, unsigned bits, uint16_t *idx, float *lv, void *work)
+static void dq_kmeans(const float *v, size_t n, unsigned bits, uint16_t *idx, float *lv, void *work,
+		      float scale)
 {
 	size_t K = (size_t)1 << bits, bnd[257];
 	float *s = work;
@@ -662,24 +849,8 @@ static void dq_kmeans(const float *v, size_t n, unsigned bits, uint16_t *idx, fl
 	}
 	for (size_t k = 0; k < K; k++)
 		lv[k] = (float)c[k];
-	for (size_t k = 1; k < K; k++) /* the rounding to float keeps them ascending, but be sure */
-		if (lv[k] < lv[k - 1])
-			lv[k] = lv[k - 1];
-	for (size_t i = 0; i < n; i++) {
-		size_t lo = 0, hi = K - 1;
-
-		while (lo < hi) { /* last level <= v, then compare with the next */
-			size_t mid = (lo + hi + 1) / 2;
-
-			if (lv[mid] <= v[i])
-				lo = mid;
-			else
-				hi = mid - 1;
-		}
-		if (lo + 1 < K && (double)lv[lo + 1] - v[i] < (double)v[i] - lv[lo])
-			lo++;
-		idx[i] = (uint16_t)lo;
-	}
+	dq_table_round(lv, bits, scale);
+	dq_nearest(v, n, lv, bits, idx);
 }
 
 /* ---- encode ---------------------------------------------------------------------------------- */
@@ -704,7 +875,6 @@ static int dq_check_params(const dq_params *p)
 {
 	if (!p->group || p->group > DQ_GROUP_MAX || !p->keep || p->keep > p->group || !p->bits ||
 	    p->bits > 16 || !p->quant || p->quant > DQ_Q_PALETTE ||
-	    (p->quant == DQ_Q_ZERO && p->bits < 2) ||
 	    ((p->quant == DQ_Q_KMEANS || p->quant == DQ_Q_PALETTE) && p->bits > DQ_KMEANS_MAXBITS) ||
 	    p->split > p->bits ||
 	    !p->srows || p->rescale > DQ_RESCALE_NONE || p->support > 1)
@@ -796,11 +966,11 @@ static ssize_t dq_put_planes(ZSTD_CCtx *cc, uint8_t *out, size_t cap, uint8_t *w
 	ssize_t a, b = 0;
 
 	dq_pack(work, idx, n, lo, bits - lo);
-	a = dq_put_plane(cc, out, cap, work, hl);
+	a = dq_put_plane(cc, out, cap, work, hl, !lo);
 	if (a < 0 || !lo)
 		return a;
 	dq_pack(work, idx, n, 0, lo);
-	b = dq_put_plane(cc, out + a, cap - (size_t)a, work, dq_plane_len(n, lo));
+	b = dq_put_plane(cc, out + a, cap - (size_t)a, work, dq_plane_len(n, lo), 1);
 	return b < 0 ? b : a + b;
 }
 
@@ -808,7 +978,7 @@ ssize_t dq_encode(cx_ctx *cx, void *dst, size_t cap, const void *ft, const void 
 		  size_t cols, size_t r0, size_t nr, const dq_params *p)
 {
 	uint8_t *d = dst, *work, *alt;
-	size_t n = 0, srows, nsets, nlev, off, wcap, pcap, kmax = 0;
+	size_t n = 0, srows, nsets, nlev, lvsz, off, wcap, pcap, kmax = 0;
 	float *vals;
 	uint16_t *idx;
 	ZSTD_CCtx *cc;
@@ -826,7 +996,8 @@ ssize_t dq_encode(cx_ctx *cx, void *dst, size_t cap, const void *ft, const void 
 		n += k;
 		kmax = k > kmax ? k : kmax;
 	}
-	nlev = dq_nlev_stored(p->quant, p->bits);
+	nlev = dq_nlev_stored(DQ_VERSION, p->quant, p->bits);
+	lvsz = dq_lvsize(DQ_VERSION, p->bits);
 	pcap = dq_plane_len(n, p->bits) + 2 * (DQ_VMAX + 1) + 2;
 	wcap = kmax * (sizeof(float) + sizeof(double)) + 16;
 	if (wcap < pcap)
@@ -846,41 +1017,63 @@ ssize_t dq_encode(cx_ctx *cx, void *dst, size_t cap, const void *ft, const void 
 		return rc;
 
 	off = dq_hdr_len(p, cols, r0, nr, srows);
-	if (cap < off + nsets * nlev * 4)
+	if (cap < off + nsets * nlev * lvsz)
 		return -ENOBUFS;
 	d[0] = CX_MAGIC;
 	d[1] = CX_DELTADQ;
 	d[2] = DQ_VERSION;
 	d[3] = (uint8_t)((p->quant == DQ_Q_PALETTE ? DQ_Q_KMEANS : p->quant) | /* same table on disk */
+			 dq_dtcode(dt) << 2 | (p->keep < p->group ? DQ_F_DROP : 0) |
+			 (srows < nr ? DQ_F_SETS : 0) | (r0 || p->seed ? DQ_F_KEY : 0) |
 			 (p->support ? DQ_SUPPORT : 0));
-	d[4] = (uint8_t)dt;
-	d[5] = p->bits;
-	/* d[6] = lo, below */
+	/* d[4] = bits - 1 | lo << 4, below */
 	off = DQ_FIXHDR;
 	off += dq_vput(d + off, cols);
-	off += dq_vput(d + off, r0);
-	off += dq_vput(d + off, nr);
-	off += dq_vput(d + off, p->group);
-	off += dq_vput(d + off, p->keep);
-	off += dq_vput(d + off, srows);
-	off += dq_vput(d + off, p->seed);
-	for (size_t s = 0, b = 0; s < nsets; s++) {
-		size_t e = b + dq_set_kept(dt, base, cols, nr, srows, s, p);
-		float lv[(size_t)1 << DQ_KMEANS_MAXBITS];
+	if (p->keep < p->group) {
+		off += dq_vput(d + off, p->group);
+		off += dq_vput(d + off, p->keep);
+	}
+	if (srows < nr)
+		off += dq_vput(d + off, srows);
+	if (r0 || p->seed) {
+		off += dq_vput(d + off, r0);
+		off += dq_vput(d + off, p->seed);
+	}
+	/* The levels' scale 2^e puts the largest kept value at 2^12..2^13 in F16: every stored value
+	 * (levels within the values' range, a zero step at most 4 rms, a uniform step at most the
+	 * range) stays below F16's 65504 with 11 significant bits. */
+	float mx = 0, scale;
+	int e = 0;
 
-		if (e == b) /* support mode, rows without a support: levels that nothing uses */
-			memset(lv, 0, nlev * 4);
+	for (size_t i = 0; i < n; i++)
+		mx = fabsf(vals[i]) > mx ? fabsf(vals[i]) : mx;
+	if (mx > 0)
+		e = ilogbf(mx) - 12;
+	e = e < -128 ? -128 : e > 127 ? 127 : e;
+	scale = lvsz == 2 ? dq_pow2(e) : 0;
+	d[off++] = (uint8_t)(int8_t)e;
+	for (size_t s = 0, b = 0; s < nsets; s++) {
+		size_t en = b + dq_set_kept(dt, base, cols, nr, srows, s, p);
+		float lv[(size_t)1 << DQ_KMEANS_MAXBITS];
+		const float *st = p->quant == DQ_Q_ZERO ? lv + 1 : lv; /* zero: the step alone */
+
+		if (en == b) /* support mode, rows without a support: levels that nothing uses */
+			memset(lv, 0, sizeof lv);
 		else if (p->quant == DQ_Q_UNIFORM)
-			dq_uniform(vals + b, e - b, p->bits, idx + b, lv);
+			dq_uniform(vals + b, en - b, p->bits, idx + b, lv, scale);
 		else if (p->quant == DQ_Q_ZERO)
-			dq_zero(vals + b, e - b, p->bits, idx + b, lv);
+			dq_zero(vals + b, en - b, p->bits, idx + b, lv, scale);
 		else if (p->quant == DQ_Q_KMEANS)
-			dq_kmeans(vals + b, e - b, p->bits, idx + b, lv, work);
-		else if ((a = dq_palette(vals + b, e - b, p->bits, idx + b, lv)))
+			dq_kmeans(vals + b, en - b, p->bits, idx + b, lv, work, scale);
+		else if ((a = dq_palette(vals + b, en - b, p->bits, idx + b, lv, scale)))
 			return a;
-		memcpy(d + off, lv, nlev * 4);
-		off += nlev * 4;
-		b = e;
+		for (size_t k = 0; k < nlev; k++) { /* exact: the quantisers rounded them */
+			uint16_t hv = scale ? hf_f32_to_f16(st[k] / scale) : 0;
+
+			memcpy(d + off, scale ? (const void *)&hv : (const void *)&st[k], lvsz);
+			off += lvsz;
+		}
+		b = en;
 	}
 
 	ZSTD_CCtx_reset(cc, ZSTD_reset_session_and_parameters);
@@ -910,7 +1103,7 @@ ssize_t dq_encode(cx_ctx *cx, void *dst, size_t cap, const void *ft, const void 
 	}
 	if (a < 0)
 		return a;
-	d[6] = (uint8_t)lo;
+	d[4] = (uint8_t)((p->bits - 1u) | lo << 4);
 	return (ssize_t)(off + (size_t)a);
 }
 
@@ -956,37 +1149,119 @@ static void dq_unpack(uint16_t *idx, const uint8_t *p, size_t n, unsigned w, int
 	}
 }
 
-/* Level of index q of a set: from the table (bits <= 8) or, for wider uniform levels, computed. */
-AI float dq_level(const float *tab, const uint8_t *lvs, uint32_t q)
-{
-	float mn, st;
+/* Levels of one set for wide (> 8 bit) uniform and zero indices, computed per element. */
+typedef struct dq_uset {
+	double mn, step;
+} dq_uset;
 
-	if (tab)
-		return tab[q];
-	memcpy(&mn, lvs, 4);
-	memcpy(&st, lvs + 4, 4);
-	return dq_ulevel(mn, st, q);
+/* Level of index q of a set: from its table (bits <= 8) or computed. */
+AI float dq_level(const float *tab, const dq_uset *us, uint32_t q)
+{
+	return tab ? tab[q] : dq_ulevel(us->mn, us->step, q);
 }
 
-/* Rewrite the kept positions of out (already a copy of base) from the indices. lut: nsets tables
- * of 2^bits floats, or NULL for uniform levels of more than 8 bits, computed from lv (min, step
- * per set). Instantiated per dtype and per lut-or-not, so the inner loops have no branch but the
- * mask walk's. */
+typedef float dq_f32x4 __attribute__((vector_size(16)));
+typedef uint32_t dq_u32x4 __attribute__((vector_size(16)));
+typedef int32_t dq_i32x4 __attribute__((vector_size(16)));
+
+/* Where element c of a row sits in the float row d that dq_addrow reads: BF16 rows are read 8
+ * elements (16 bytes, 4 u32 lanes) at a time, the even elements of a block from its first 4
+ * floats and the odd ones from the next 4, so a lane's two BF16 halves widen to float with a
+ * shift and a mask and narrow back with a shift and an or: no shuffle. The tail past the last
+ * full block, and other dtypes, are in order. */
+AI size_t dq_dpos(int dt, size_t c, size_t full)
+{
+	return dt == DT_BF16 && c < full ? (c & ~(size_t)7) | (c & 1) << 2 | (c & 7) >> 1 : c;
+}
+
+/* BF16 bits (in the low 16 bits of each lane) of float bits x, round to nearest even as
+ * hf_f32_to_bf16 (NaN stays NaN). */
+AI dq_u32x4 dq_bf16x4(dq_u32x4 x)
+{
+	dq_u32x4 nan = (dq_u32x4)((dq_i32x4)(x & 0x7fffffffu) > 0x7f800000);
+
+	return ((x + 0x7fff + (x >> 16 & 1)) >> 16 & ~nan) | ((x >> 16 | 0x40) & nan);
+}
+
+/* out[i] = base[i] + d[i] rounded into the dtype, or base[i]'s bits where d[i] is -0.0 (not kept):
+ * one pass over a row of n elements (d in dq_dpos order), 4 floats at a time in GCC vector types
+ * (BF16, F32: float adds and integer rounding, no FMA possible, so the bytes are the same
+ * everywhere); F16 element by element through half.h. */
+AI void dq_addrow(int dt, uint8_t *restrict out, const uint8_t *restrict base,
+		  const float *restrict d, size_t n)
+{
+	const dq_u32x4 neg0 = { 0x80000000u, 0x80000000u, 0x80000000u, 0x80000000u };
+	size_t i = 0;
+
+	for (; dt == DT_BF16 && i + 8 <= n; i += 8) {
+		dq_u32x4 w, de, dd, be, bo, xe, xo, se, so;
+		dq_f32x4 fe, fo, ve, vo;
+
+		memcpy(&w, base + 2 * i, 16);
+		memcpy(&de, d + i, 16);
+		memcpy(&dd, d + i + 4, 16);
+		memcpy(&ve, d + i, 16);
+		memcpy(&vo, d + i + 4, 16);
+		be = w << 16;
+		bo = w & 0xffff0000u;
+		fe = (dq_f32x4)be + ve;
+		fo = (dq_f32x4)bo + vo;
+		se = (dq_u32x4)(de == neg0);
+		so = (dq_u32x4)(dd == neg0);
+		xe = (dq_bf16x4((dq_u32x4)fe) & ~se) | (w & 0xffffu & se);
+		xo = (dq_bf16x4((dq_u32x4)fo) & ~so) | (w >> 16 & so);
+		w = xe | xo << 16;
+		memcpy(out + 2 * i, &w, 16);
+	}
+	for (; dt == DT_F32 && i + 4 <= n; i += 4) {
+		dq_u32x4 du, bu, x, s;
+		dq_f32x4 dv, bf;
+
+		memcpy(&du, d + i, 16);
+		memcpy(&dv, d + i, 16);
+		memcpy(&bu, base + 4 * i, 16);
+		memcpy(&bf, base + 4 * i, 16);
+		s = (dq_u32x4)(du == neg0);
+		x = (dq_u32x4)(bf + dv);
+		x = (x & ~s) | (bu & s);
+		memcpy(out + 4 * i, &x, 16);
+	}
+	for (; i < n; i++) {
+		uint32_t u;
+
+		memcpy(&u, d + i, 4);
+		if (u == 0x80000000u)
+			memcpy(out + dq_esize((dt_id)dt) * i, base + dq_esize((dt_id)dt) * i,
+			       dq_esize((dt_id)dt));
+		else
+			dq_st(dt, out, i, dq_ld(dt, base, i) + d[i]);
+	}
+}
+
+/* Write nr rows of out from the base and the indices. tab: nsets tables of 2^bits floats, or NULL
+ * for wider indices, whose levels come from us (one per set). Dense mode: each row's kept levels
+ * are scattered into the float row d (cols, -0.0 elsewhere) and dq_addrow writes the row. Support
+ * mode: element by element (the support's positions come from a scan of the base row anyway).
+ * Instantiated per dtype and per table-or-not, so the inner loops have no branch but the mask
+ * walk's. */
 AI void dq_apply(int dt, int has_lut, uint8_t *restrict out, const uint8_t *restrict base,
-		 const dq_hdr *h, const uint16_t *restrict idx, const float *lut, const uint8_t *lv)
+		 const dq_hdr *h, const uint16_t *restrict idx, const float *lut,
+		 const dq_uset *uset, float *restrict d)
 {
 	const uint32_t g = (uint32_t)h->g, keep = (uint32_t)h->keep;
-	const size_t cols = h->cols, nlut = (size_t)1 << h->bits;
+	const size_t cols = h->cols, nlut = (size_t)1 << h->bits, es = dq_esize((dt_id)dt);
+	const size_t full = cols & ~(size_t)7; /* dq_dpos */
 	uint16_t pos[DQ_GROUP_MAX];
 
 	for (size_t r = 0; r < h->nr && h->support; r++) {
 		const size_t ro = r * cols, set = r / h->srows;
 		const float *tab = has_lut ? lut + set * nlut : NULL;
-		const uint8_t *lvs = lv + set * 8;
+		const dq_uset *us = has_lut ? NULL : uset + set;
 		const uint64_t rkey = dq_rowkey(h->seed, h->r0 + r);
 		size_t c = 0, sp[DQ_GROUP_MAX];
 		uint32_t L;
 
+		memcpy(out + ro * es, base + ro * es, cols * es);
 		for (uint64_t grp = 0; (L = dq_next_group(dt, base, ro, cols, &c, g, sp)); grp++) {
 			uint32_t kk = dq_kk(L, g, keep);
 
@@ -995,24 +1270,39 @@ AI void dq_apply(int dt, int has_lut, uint8_t *restrict out, const uint8_t *rest
 			for (uint32_t j = 0; j < kk; j++) {
 				size_t i = ro + sp[kk < L ? pos[j] : j];
 
-				dq_st(dt, out, i, dq_ld(dt, base, i) + dq_level(tab, lvs, idx[j]));
+				dq_st(dt, out, i, dq_ld(dt, base, i) + dq_level(tab, us, idx[j]));
 			}
 			idx += kk;
 		}
 	}
-	for (size_t r = 0; r < h->nr && !h->support; r++) {
+	/* Row r is scattered into one half of d while dq_addrow reads row r - 1 from the other: read
+	 * right after the scalar stores, a 16-byte load stalls on store forwarding (a fifth of the
+	 * decode time when it did). */
+	const size_t dw = (cols + 3) & ~(size_t)3; /* d: 2 rows of dw floats */
+
+	for (size_t r = 0; r <= h->nr && !h->support; r++) {
 		const size_t ro = r * cols, set = r / h->srows;
 		const float *tab = has_lut ? lut + set * nlut : NULL;
-		const uint8_t *lvs = lv + set * 8;
+		const dq_uset *us = has_lut ? NULL : uset + set;
 		const uint64_t rkey = dq_rowkey(h->seed, h->r0 + r);
+		float *dr = d + (r & 1) * dw;
 		uint64_t grp = 0;
 
-		if (keep == g) { /* no dropout: one straight loop over the row */
+		if (r)
+			dq_addrow(dt, out + (ro - cols) * es, base + (ro - cols) * es,
+				  d + ((r - 1) & 1) * dw, cols);
+		if (r == h->nr)
+			break;
+		if (keep == g) { /* no dropout: every element kept, in order */
 			for (size_t c = 0; c < cols; c++)
-				dq_st(dt, out, ro + c,
-				      dq_ld(dt, base, ro + c) + dq_level(tab, lvs, idx[c]));
+				dr[dq_dpos(dt, c, full)] = dq_level(tab, us, idx[c]);
 			idx += cols;
 			continue;
+		}
+		for (size_t c = 0; c < dw; c += 4) {
+			const dq_f32x4 z = { -0.0f, -0.0f, -0.0f, -0.0f };
+
+			memcpy(dr + c, &z, 16);
 		}
 		for (size_t st = 0; st < cols; st += g, grp++) {
 			uint32_t L = (uint32_t)(cols - st < g ? cols - st : g);
@@ -1020,17 +1310,13 @@ AI void dq_apply(int dt, int has_lut, uint8_t *restrict out, const uint8_t *rest
 
 			if (kk == L) {
 				for (uint32_t i = 0; i < L; i++)
-					dq_st(dt, out, ro + st + i,
-					      dq_ld(dt, base, ro + st + i) + dq_level(tab, lvs, idx[i]));
+					dr[dq_dpos(dt, st + i, full)] = dq_level(tab, us, idx[i]);
 				idx += L;
 				continue;
 			}
 			dq_positions(rkey, grp, L, kk, pos);
-			for (uint32_t j = 0; j < kk; j++) {
-				size_t i = ro + st + pos[j];
-
-				dq_st(dt, out, i, dq_ld(dt, base, i) + dq_level(tab, lvs, idx[j]));
-			}
+			for (uint32_t j = 0; j < kk; j++)
+				dr[dq_dpos(dt, st + pos[j], full)] = dq_level(tab, us, idx[j]);
 			idx += kk;
 		}
 	}
@@ -1038,24 +1324,40 @@ AI void dq_apply(int dt, int has_lut, uint8_t *restrict out, const uint8_t *rest
 
 #define DQ_APPLY(dt)                                                                               \
 	static void dq_apply_##dt(uint8_t *out, const uint8_t *base, const dq_hdr *h,              \
-				  const uint16_t *idx, const float *lut, const uint8_t *lv)        \
+				  const uint16_t *idx, const float *lut, const dq_uset *us,        \
+				  float *d)                                                        \
 	{                                                                                          \
 		if (lut)                                                                           \
-			dq_apply(dt, 1, out, base, h, idx, lut, lv);                               \
+			dq_apply(dt, 1, out, base, h, idx, lut, us, d);                            \
 		else                                                                               \
-			dq_apply(dt, 0, out, base, h, idx, lut, lv);                               \
+			dq_apply(dt, 0, out, base, h, idx, lut, us, d);                            \
 	}
 DQ_APPLY(DT_F32)
 DQ_APPLY(DT_F16)
 DQ_APPLY(DT_BF16)
 
+/* Stored level value k of the set at lv: f32 (v1) or F16 times the scale (v2). */
+static double dq_lvget(const dq_hdr *h, const uint8_t *lv, size_t k)
+{
+	uint16_t hv;
+	float f;
+
+	if (dq_lvsize(h->ver, h->bits) == 4) {
+		memcpy(&f, lv + 4 * k, 4);
+		return f;
+	}
+	memcpy(&hv, lv + 2 * k, 2);
+	return hf_f16_to_f32(hv) * h->scale;
+}
+
 int dq_decode(cx_ctx *cx, void *dst, size_t n, const void *blob, size_t blen, const void *base)
 {
 	const uint8_t *b = blob;
-	size_t esize, nk, srows, nsets, nlev, lvoff, hl, ll, nlut;
+	size_t esize, nk, srows, nsets, nlev, lvsz, lvoff, hl, ll, nlut = (size_t)1 << 8;
 	uint8_t *planes;
 	uint16_t *idx;
-	float *lut = NULL;
+	float *lut = NULL, *drow = NULL;
+	dq_uset *uset = NULL;
 	dq_hdr h;
 	int rc;
 
@@ -1066,28 +1368,33 @@ int dq_decode(cx_ctx *cx, void *dst, size_t n, const void *blob, size_t blen, co
 	if (!base)
 		return -EINVAL;
 	esize = dq_esize((dt_id)h.dt);
-	if (h.cols > n / esize || h.nr > n / esize / h.cols || h.nr * h.cols * esize != n)
+	if (h.ver > 1) /* v2: the rows follow from n */
+		h.nr = h.cols <= n / esize ? n / esize / h.cols : 0;
+	if (!h.nr || h.cols > n / esize || h.nr > n / esize / h.cols || h.nr * h.cols * esize != n)
 		return -EBADMSG;
 	/* support mode: the kept count follows from the base's zeros, which the blob must match
 	 * (a plane of another size fails below) */
 	nk = dq_kept(h.dt, base, h.cols, h.nr, (uint32_t)h.g, (uint32_t)h.keep, h.support);
 	srows = h.srows < h.nr ? h.srows : h.nr;
 	nsets = (h.nr + srows - 1) / srows;
-	nlev = dq_nlev_stored(h.quant, h.bits);
+	nlev = dq_nlev_stored(h.ver, h.quant, h.bits);
+	lvsz = dq_lvsize(h.ver, h.bits);
 	lvoff = h.off;
-	if (nsets * nlev * 4 > blen - lvoff)
+	if (nsets * nlev * lvsz > blen - lvoff)
 		return -EBADMSG;
 	h.srows = srows;
-	h.off += nsets * nlev * 4;
+	h.off += nsets * nlev * lvsz;
 	hl = dq_plane_len(nk, h.bits - h.lo);
 	ll = h.lo ? dq_plane_len(nk, h.lo) : 0;
 	planes = cx_scratch(cx, DQ_S_PLANES, hl + ll + 2 * DQ_PAD);
 	idx = cx_scratch(cx, DQ_S_IDX, (nk + 1) * sizeof *idx); /* + 1: nk may be 0 */
-	if (!planes || !idx)
+	if (!h.support)
+		drow = cx_scratch(cx, DQ_S_ROW, 2 * ((h.cols + 3) & ~(size_t)3) * sizeof *drow);
+	if (!planes || !idx || (!h.support && !drow))
 		return -ENOMEM;
-	if ((rc = dq_get_plane(cx, b, blen, &h.off, planes, hl)))
+	if ((rc = dq_get_plane(cx, b, blen, &h.off, planes, hl, h.ver > 1 && !h.lo)))
 		return rc;
-	if (h.lo && (rc = dq_get_plane(cx, b, blen, &h.off, planes + hl + DQ_PAD, ll)))
+	if (h.lo && (rc = dq_get_plane(cx, b, blen, &h.off, planes + hl + DQ_PAD, ll, h.ver > 1)))
 		return rc;
 	if (h.off != blen)
 		return -EBADMSG;
@@ -1096,28 +1403,41 @@ int dq_decode(cx_ctx *cx, void *dst, size_t n, const void *blob, size_t blen, co
 		lut = cx_scratch(cx, DQ_S_LUT, nsets * nlut * sizeof *lut);
 		if (!lut)
 			return -ENOMEM;
-		for (size_t s = 0; s < nsets; s++) {
-			const uint8_t *lv = b + lvoff + s * nlev * 4;
-			float mn, st;
+	} else if (!(uset = cx_scratch(cx, DQ_S_LUT, nsets * sizeof *uset))) {
+		return -ENOMEM;
+	}
+	for (size_t s = 0; s < nsets; s++) {
+		const uint8_t *lv = b + lvoff + s * nlev * lvsz;
+		dq_uset u;
 
-			if (h.quant == DQ_Q_KMEANS) {
-				memcpy(lut + s * nlut, lv, nlut * 4);
-				continue;
-			}
-			memcpy(&mn, lv, 4);
-			memcpy(&st, lv + 4, 4);
+		if (h.quant == DQ_Q_KMEANS) {
 			for (size_t j = 0; j < nlut; j++)
-				lut[s * nlut + j] = dq_ulevel(mn, st, (uint32_t)j);
+				lut[s * nlut + j] = (float)dq_lvget(&h, lv, j);
+			continue;
 		}
+		if (h.ver > 1 && h.quant == DQ_Q_ZERO && h.bits == 1) { /* -s, +s */
+			u.mn = -dq_lvget(&h, lv, 0);
+			u.step = -2 * u.mn;
+		} else if (h.ver > 1 && h.quant == DQ_Q_ZERO) { /* min = -K * step, exact in double */
+			u.step = dq_lvget(&h, lv, 0);
+			u.mn = -(double)((1u << (h.bits - 1)) - 1) * u.step;
+		} else {
+			u.mn = dq_lvget(&h, lv, 0);
+			u.step = dq_lvget(&h, lv, 1);
+		}
+		if (uset)
+			uset[s] = u;
+		else
+			for (size_t j = 0; j < nlut; j++)
+				lut[s * nlut + j] = dq_ulevel(u.mn, u.step, (uint32_t)j);
 	}
 	dq_unpack(idx, planes, nk, h.bits - h.lo, 0);
 	if (h.lo)
 		dq_unpack(idx, planes + hl + DQ_PAD, nk, h.lo, 1);
-	memcpy(dst, base, n);
 	switch (h.dt) {
-	case DT_F32: dq_apply_DT_F32(dst, base, &h, idx, lut, b + lvoff); break;
-	case DT_F16: dq_apply_DT_F16(dst, base, &h, idx, lut, b + lvoff); break;
-	default: dq_apply_DT_BF16(dst, base, &h, idx, lut, b + lvoff); break;
+	case DT_F32: dq_apply_DT_F32(dst, base, &h, idx, lut, uset, drow); break;
+	case DT_F16: dq_apply_DT_F16(dst, base, &h, idx, lut, uset, drow); break;
+	default: dq_apply_DT_BF16(dst, base, &h, idx, lut, uset, drow); break;
 	}
 	return 0;
 }
@@ -1220,7 +1540,8 @@ static size_t dq_fixed_bytes(const dq_params *p, size_t cols, size_t r0, size_t 
 	size_t srows = p->srows < nr ? p->srows : nr;
 
 	return dq_hdr_len(p, cols, r0, nr, srows) +
-	       (nr + srows - 1) / srows * dq_nlev_stored(p->quant, p->bits) * 4;
+	       (nr + srows - 1) / srows * dq_nlev_stored(DQ_VERSION, p->quant, p->bits) *
+		       dq_lvsize(DQ_VERSION, p->bits);
 }
 
 static double dq_fixed_all(const dq_pc *pc, const dq_params *p)
@@ -1373,7 +1694,7 @@ static int dq_check_fixed(const dq_params *f)
 	if (f->group > DQ_GROUP_MAX || (f->group && f->keep > f->group) || !(f->keep_frac >= 0) ||
 	    f->keep_frac > 1 || f->bits > 16 || f->quant > DQ_Q_PALETTE ||
 	    ((f->quant == DQ_Q_KMEANS || f->quant == DQ_Q_PALETTE) && f->bits > DQ_KMEANS_MAXBITS) ||
-	    (f->quant == DQ_Q_ZERO && f->bits == 1) || f->split > 17 ||
+	    f->split > 17 ||
 	    (f->bits && f->split > f->bits) || f->rescale > DQ_RESCALE_NONE || f->support > 1)
 		return -EINVAL;
 	return 0;
@@ -1413,7 +1734,6 @@ static int dq_search(dq_pc *pc, const dq_params *fx, dq_params *out, dq_stats *s
 				p.srows = (uint32_t)srs[si];
 				if ((fx->quant && qi) || (fx->bits && bi) ||
 				    ((p.quant == DQ_Q_KMEANS || p.quant == DQ_Q_PALETTE) && p.bits > DQ_KMEANS_MAXBITS) ||
-				    (p.quant == DQ_Q_ZERO && p.bits < 2) ||
 				    (fx->split && fx->split > p.bits))
 					continue;
 				rc = dq_try_keep(pc, p, keep_free ? g0 : dq_keep_for(fx, g0), keep_free, &b);

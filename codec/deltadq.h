@@ -18,11 +18,12 @@
  *      of (1 - q)), and picks by measured output error. The factor is folded into the levels: it
  *      costs no byte.
  *   3. Quantization of the kept values to `bits` bits, one level set per `srows` rows:
- *      DQ_Q_UNIFORM: 2^bits evenly spaced levels from the set's min to max (f32 min and step);
+ *      DQ_Q_UNIFORM: 2^bits evenly spaced levels from the set's min to max (stored min, step);
  *      DQ_Q_ZERO:    2^bits - 1 levels j * step around an exact zero, the step that minimises the
- *                    squared error (stored as uniform: min = -K * step, step);
+ *                    squared error (only the step is stored); at 1 bit the signs, +-mean |d|
+ *                    (BitDelta's quantiser, with one scale per level set);
  *      DQ_Q_KMEANS:  2^bits levels by 1-D k-means (Lloyd on the sorted values with prefix sums,
- *                    so one iteration is O(2^bits log n)); stored as a table of f32 levels.
+ *                    so one iteration is O(2^bits log n)); stored as a table of levels.
  *   Support mode (dq_params.support, blob flag DQ_SUPPORT), for a pruned base whose fine-tune
  *      keeps its zeros (SPP, ../shared/SEEDS.md; the zero rule of codec/spp.h: +-0.0): in each row
  *      the elements where the base is not a zero form the row's support, in order, and steps 2-3
@@ -41,22 +42,39 @@
  * The choices and their figures are at the top of deltadq.c (measured with
  * tests/deltadq/bench_deltadq.c).
  *
- * Blob layout (all little-endian; vu = unsigned LEB128 varint, at most 10 bytes):
- *     u8 CX_MAGIC, u8 CX_DELTADQ, u8 DQ_VERSION, u8 quantizer (DQ_Q_UNIFORM, _KMEANS, _ZERO),
- *        | DQ_SUPPORT in support mode (blobs from before the mode have the bit clear: same layout)
- *     u8 dtype, u8 bits (1..16; DQ_Q_KMEANS: 1..DQ_KMEANS_MAXBITS), u8 lo (0..bits-1)
- *     vu cols, vu r0, vu nr, vu group (1..DQ_GROUP_MAX), vu keep (1..group), vu srows, vu seed
+ * Blob layout, DQ_VERSION 2 (all little-endian; vu = unsigned LEB128 varint, at most 10 bytes).
+ * Small matrices decide the layout: a 16x64 F32 attention head at 128x is a 32-byte blob, so every
+ * byte of header is a kept sign less (version 1 spent ~26 bytes on header and levels there).
+ *     u8 CX_MAGIC, u8 CX_DELTADQ, u8 DQ_VERSION
+ *     u8 mode: bits 0-1 quantizer (DQ_Q_UNIFORM, _KMEANS, _ZERO), bits 2-3 dtype (1 F16, 2 BF16,
+ *        3 F32), 0x10 DQ_F_DROP (group, keep follow), 0x20 DQ_F_SETS (srows follows), 0x40
+ *        DQ_F_KEY (r0, seed follow), DQ_SUPPORT (0x80) in support mode
+ *     u8 (bits - 1) | lo << 4 (bits 1..16; DQ_Q_KMEANS: 1..DQ_KMEANS_MAXBITS; lo 0..bits-1)
+ *     vu cols; [vu group (2..DQ_GROUP_MAX), vu keep (1..group-1)] if DQ_F_DROP, else no dropout;
+ *        [vu srows] if DQ_F_SETS, else one level set for the chunk; [vu r0, vu seed] if DQ_F_KEY,
+ *        else both 0 (the encoder sets each flag exactly when the field is not its default).
+ *        The chunk's rows are not stored: nr = n / (cols * esize) from the size the decoder is
+ *        asked for.
+ *     i8 e: level values are F16 numbers times 2^e (the encoder puts its largest kept value at
+ *        2^12..2^13 in F16); above 8 bits they are f32 instead (a 16-bit uniform min and step
+ *        need the precision) and e is unused
  *     levels: for each of ceil(nr / srows) sets (in support mode a set whose rows have no
- *             support has levels too, unused, written as zeros): UNIFORM, ZERO: f32 min, f32 step;
- *                                               KMEANS: 2^bits f32 levels, ascending
- *     hi plane, then lo plane if lo > 0: vu clen, then clen bytes of one zstd frame, or, if
- *             clen == 0, the plane raw; a plane's decoded size follows from the fields above
- *             (in support mode with the base rows: a blob that does not match them is -EBADMSG)
- * and nothing after. Decoding writes, for each kept position, round(base + level[index]) into
- * the dtype (round-to-nearest-even from the float sum; F32 adds in float) and copies the base's
- * bit pattern everywhere else. A level of the uniform quantizer is (float)(min + j * step) in
- * double, where j * step is exact, so the value is the same with or without fused multiply-add:
- * decode gives the same bytes on every machine.
+ *        support has levels too, unused, written as zeros): UNIFORM: min, step; ZERO: the step
+ *        (levels (j - K) * step, K = 2^(bits-1) - 1; at 1 bit +-step: signs); KMEANS: 2^bits
+ *        levels, ascending
+ *     hi plane, then lo plane if lo > 0. A plane followed by another: vu clen, then clen bytes of
+ *        one zstd frame, or, if clen == 0, the plane raw. The last plane: the rest of the blob,
+ *        raw if exactly the plane's size, else one zstd frame. A plane's decoded size follows
+ *        from the fields above (in support mode with the base rows: a blob that does not match
+ *        them is -EBADMSG)
+ * and nothing after. Version 1 blobs still decode: the same mode byte with bits 2-6 clear, then
+ * u8 dtype, u8 bits, u8 lo, vu cols, r0, nr, group, keep, srows, seed, f32 levels (ZERO as min,
+ * step), and every plane with its clen.
+ * Decoding writes, for each kept position, round(base + level[index]) into the dtype
+ * (round-to-nearest-even from the float sum; F32 adds in float) and copies the base's bit pattern
+ * everywhere else. A uniform or zero level is (float)(min + j * step) in double, where min and
+ * j * step are exact, so the value is the same with or without fused multiply-add; an F16 level
+ * times 2^e is one exactly rounded product: decode gives the same bytes on every machine.
  *
  * Errors: 0 (or a byte count) / negative errno, as codec.h. -EDOM means "not for this codec":
  * a non-finite value in ft or base, a difference beyond 2^100 in magnitude (it could overflow a
@@ -72,7 +90,7 @@
 #include "codec.h"
 #include "dtype.h"
 
-#define DQ_VERSION 1
+#define DQ_VERSION 2
 #define DQ_GROUP_MAX 1024    /* largest dropout group */
 #define DQ_KMEANS_MAXBITS 8  /* a k-means level table holds 2^bits f32 */
 #define DQ_SUPPORT 0x80      /* header byte 3: support mode (the quantizer is the low bits) */
@@ -91,7 +109,7 @@ typedef struct dq_params {
 	float keep_frac; /* dq_plan only: fixes keep = max(1, round(keep_frac * group)) for whatever
 			    group it picks; (0, 1]; 1 = no dropout (`--drop P` is 1 - P) */
 	uint8_t bits;    /* bits per kept value */
-	uint8_t quant;   /* DQ_Q_UNIFORM, DQ_Q_KMEANS (bits <= 8) or DQ_Q_ZERO (bits >= 2) */
+	uint8_t quant;   /* DQ_Q_UNIFORM, DQ_Q_KMEANS (bits <= 8) or DQ_Q_ZERO */
 	uint8_t split;   /* DQ_SPLIT_AUTO or 1 + bits of the low plane */
 	uint8_t rescale; /* DQ_RESCALE_*: exponent a = 1, 1/2, 0 of the (L / kept) factor */
 	uint32_t srows;  /* rows sharing one level set (capped at the chunk's rows) */
@@ -144,7 +162,9 @@ ssize_t dq_encode(cx_ctx *cx, void *dst, size_t cap, const void *ft, const void 
  * shape, allocates nothing. */
 int dq_decode(cx_ctx *cx, void *dst, size_t n, const void *blob, size_t blen, const void *base);
 
-/* Fill p (all fields) from a blob's header, for `deltafs info`. Returns 0 or -EBADMSG. */
+/* Fill p (all fields) from a blob's header, for `deltafs info`: fields a version 2 blob leaves out
+ * come back as what encodes the same (no dropout: group = keep = DQ_GROUP_MAX; one level set per
+ * chunk: srows = UINT32_MAX). Returns 0 or -EBADMSG. */
 int dq_blob_params(const void *blob, size_t blen, dq_params *p);
 
 #endif

@@ -2,8 +2,10 @@
  * bench_deltadq.c -- DeltaDQ against DARE and BitDelta at equal bytes on disk, the design
  * choices of codec/deltadq.c, and decode speed against the lossless delta.
  *
- *   bench_deltadq [--limit N] [--nprobe P] [--eval-rows R] BASE.safetensors FT.safetensors
- *   bench_deltadq CHARLM_DIR            (base.safetensors + finetuned_qa.safetensors)
+ *   bench_deltadq [--limit N] [--nprobe P] [--eval-rows R] [--speed] BASE.safetensors FT.safetensors
+ *   bench_deltadq [...] CHARLM_DIR      (base.safetensors + finetuned_qa.safetensors)
+ *
+ * --speed: only part 4 (plan at each R, then decode MB/s of lossless and DeltaDQ side by side).
  *
  * Matrices: every 2-D F32/F16/BF16 tensor of FT with a base of the same name, dtype and shape and
  * a non-zero delta (--limit N keeps N of them, evenly spaced in file order). Probe inputs X:
@@ -62,6 +64,7 @@ typedef struct mat {
 } mat;
 
 static size_t nprobe = 32, eval_rows = SIZE_MAX;
+static int speed_only;
 
 /* ---- helpers ---------------------------------------------------------------------------------- */
 
@@ -625,7 +628,7 @@ static void split_study(cx_ctx *cx, mat *m, size_t nm)
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: bench_deltadq [--limit N] [--nprobe P] [--eval-rows R] "
+	fprintf(stderr, "usage: bench_deltadq [--limit N] [--nprobe P] [--eval-rows R] [--speed] "
 			"(CHARLM_DIR | BASE FT)\n");
 	exit(2);
 }
@@ -650,6 +653,8 @@ int main(int argc, char **argv)
 			nprobe = strtoul(argv[++i], NULL, 10);
 		else if (!strcmp(argv[i], "--eval-rows") && i + 1 < argc)
 			eval_rows = strtoul(argv[++i], NULL, 10);
+		else if (!strcmp(argv[i], "--speed"))
+			speed_only = 1;
 		else if (argv[i][0] == '-' || npos == 2)
 			usage();
 		else
@@ -715,15 +720,19 @@ int main(int argc, char **argv)
 				p.srows, p.rescale == DQ_RESCALE_FULL ? "1" : p.rescale == DQ_RESCALE_HALF ? "1/2" : "0");
 			if (dq_all(cx, t, &p, &bl) || dq_dec_all(cx, t, &bl, out))
 				abort();
-			for (size_t j = 0; j < erows(t) * t->cols; j++)
-				wr[j] = ld(t->dt, out, j);
-			errors(t, wr, e);
 			by[0] += (double)bl.bytes;
-			de[0] += e[0];
-			oe[0] += e[1];
 			t_dq[ri] += time_dq(cx, t, &bl, out);
 			if (ri == 0)
 				out_bytes += (double)(t->rows * t->cols * t->es);
+			if (speed_only) {
+				blobs_free(&bl);
+				continue;
+			}
+			for (size_t j = 0; j < erows(t) * t->cols; j++)
+				wr[j] = ld(t->dt, out, j);
+			errors(t, wr, e);
+			de[0] += e[0];
+			oe[0] += e[1];
 			by[1] += dare_best(t, (double)bl.bytes, wr, e);
 			de[1] += e[0];
 			oe[1] += e[1];
@@ -733,13 +742,14 @@ int main(int argc, char **argv)
 			blobs_free(&bl);
 		}
 		dq_ratio[ri] = orig / by[0];
-		for (int k = 0; k < 3; k++)
-			printf("| %g | %s | %.1f | %.4f | %.4f |\n", ratios[ri], names[k], orig / by[k],
+		for (int k = 0; k < (speed_only ? 0 : 3); k++)
+			printf("| %g | %s | %.1f | %.4f | %.5f |\n", ratios[ri], names[k], orig / by[k],
 			       de[k] / nm, oe[k] / nm);
 		fflush(stdout);
 	}
 	fclose(dm);
-	fputs(detail, stdout);
+	if (!speed_only)
+		fputs(detail, stdout);
 	free(detail);
 
 	for (size_t i = 0; i < nm; i++) {
@@ -754,7 +764,8 @@ int main(int argc, char **argv)
 	for (int ri = 0; ri < NR; ri++)
 		printf("| DeltaDQ %gx | %.1f | %.0f |\n", ratios[ri], dq_ratio[ri], out_bytes / t_dq[ri] / 1e6);
 
-	split_study(cx, m, nm);
+	if (!speed_only)
+		split_study(cx, m, nm);
 	cx_ctx_free(cx);
 	return 0;
 }

@@ -288,8 +288,8 @@ static void t_groups(void)
 				if (memcmp(&out[i], &base[i], 4) == 0)
 					continue;
 				n++;
-				/* rescaled by L / kk (full rescale) */
-				CHECK(fabsf(out[i] - (base[i] + (float)L / kk)) < 1e-5f);
+				/* rescaled by L / kk (full rescale); levels are stored F16 */
+				CHECK(fabsf(out[i] - (base[i] + (float)L / kk)) < 0x1p-11f * L / kk + 1e-5f);
 				if (r && memcmp(&out[i - cols], &base[i - cols], 4) == 0)
 					differ = 1;
 			}
@@ -322,8 +322,16 @@ static void t_edge(void)
 	CHECK(dq_encode(cx, blob, 8, m.ft, m.base, DT_BF16, 7, 0, 1, &p) == -ENOBUFS);
 	p.keep = 65;
 	CHECK(dq_encode(cx, blob, sizeof blob, m.ft, m.base, DT_BF16, 7, 0, 1, &p) == -EINVAL);
+	/* DQ_Q_ZERO at 1 bit: signs times one stored step (+-s) */
 	p = (dq_params){ .group = 8, .keep = 8, .bits = 1, .quant = DQ_Q_ZERO, .srows = 1 };
-	CHECK(dq_encode(cx, blob, sizeof blob, m.ft, m.base, DT_BF16, 7, 0, 1, &p) == -EINVAL);
+	z = dq_encode(cx, blob, sizeof blob, m.ft, m.base, DT_BF16, 7, 0, 1, &p);
+	CHECK(z > 0 && dq_decode(cx, out, 14, blob, (size_t)z, m.base) == 0);
+	for (size_t c = 0; c < 7; c++) {
+		float dd = ld(DT_BF16, m.ft, c) - ld(DT_BF16, m.base, c);
+		float od = ld(DT_BF16, out, c) - ld(DT_BF16, m.base, c);
+
+		CHECK(dd == 0 || (dd > 0) == (od > 0));
+	}
 
 	/* DQ_Q_ZERO has an exact zero level: a zero delta leaves the base's bits alone */
 	float zb[64], zf[64], zo[64];
@@ -643,8 +651,8 @@ static void t_support_hostile(void)
 	cx_ctx_free(cx);
 }
 
-/* A blob written before support mode existed (by the encoder of commit 927c1c6) decodes to the
- * same bytes, and today's dense encoder still writes it bit for bit. */
+/* A version 1 blob (by the encoder of commit 927c1c6, before support mode) still decodes to the
+ * same bytes; today's encoder writes the current version. */
 static void t_old_blob(void)
 {
 	static const uint8_t old[] = {
@@ -667,11 +675,41 @@ static void t_old_blob(void)
 	uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a of the output of that commit's decoder */
 	ssize_t z = dq_encode(cx, blob, sizeof blob, m.ft, m.base, DT_BF16, 40, 7, 6, &p);
 
-	CHECK(z == (ssize_t)sizeof old && !memcmp(blob, old, sizeof old));
+	CHECK(z > 0 && blob[2] == DQ_VERSION && DQ_VERSION > 1);
 	CHECK(dq_decode(cx, out, sizeof out, old, sizeof old, m.base) == 0);
 	for (size_t i = 0; i < sizeof out; i++)
 		h = (h ^ out[i]) * 0x100000001b3ull;
 	CHECK(h == 0x7ab73c7ef85bfe8eull);
+	mfree(&m);
+	cx_ctx_free(cx);
+}
+
+/* The version 2 header leaves out what has its default: a 16x64 F32 chunk without dropout, one
+ * level set, r0 = seed = 0, 1-bit signs takes 9 bytes besides its plane (5 fixed, cols, e, one F16
+ * step), dq_blob_params gives back parameters that encode the same bytes, and with every field
+ * present the header grows by exactly their varints. */
+static void t_compact(void)
+{
+	cx_ctx *cx = cx_ctx_new();
+	mat m = mk(DT_F32, 16, 64, 0.01, 23);
+	dq_params p = { .group = 64, .keep = 64, .bits = 1, .quant = DQ_Q_ZERO, .srows = 16 }, q;
+	uint8_t blob[4096], blob2[4096], out[16 * 64 * 4];
+	ssize_t z, z2;
+
+	z = dq_encode(cx, blob, sizeof blob, m.ft, m.base, DT_F32, 64, 0, 16, &p);
+	CHECK(z > 0 && z <= 9 + 16 * 64 / 8);
+	CHECK(dq_decode(cx, out, sizeof out, blob, (size_t)z, m.base) == 0);
+	CHECK(dq_blob_params(blob, (size_t)z, &q) == 0 && q.keep == q.group && q.bits == 1 &&
+	      q.quant == DQ_Q_ZERO && q.seed == 0);
+	z2 = dq_encode(cx, blob2, sizeof blob2, m.ft, m.base, DT_F32, 64, 0, 16, &q);
+	CHECK(z2 == z && !memcmp(blob, blob2, (size_t)z));
+	/* dropout (group 64, keep 10), 4 level sets, r0 300, seed 7: + 1 + 1, + 1, + 2 + 1 bytes of
+	 * varints and 3 more steps; the plane shrinks to 160 bits */
+	p = (dq_params){ .group = 64, .keep = 10, .bits = 1, .quant = DQ_Q_ZERO, .srows = 4, .seed = 7 };
+	z2 = dq_encode(cx, blob2, sizeof blob2, m.ft, m.base, DT_F32, 64, 300, 16, &p);
+	CHECK(z2 > 0 && z2 <= 9 + 6 + 3 * 2 + 160 / 8);
+	CHECK(dq_decode(cx, out, sizeof out, blob2, (size_t)z2, m.base) == 0);
+	CHECK(dq_decode(cx, out, sizeof out - 4 * 64, blob2, (size_t)z2, m.base) == -EBADMSG);
 	mfree(&m);
 	cx_ctx_free(cx);
 }
@@ -686,7 +724,7 @@ int main(int argc, char **argv)
 		{ "groups", t_groups }, { "edge", t_edge }, { "nonfinite", t_nonfinite },
 		{ "hostile", t_hostile }, { "determinism", t_determinism }, { "fixed", t_fixed },
 		{ "support", t_support }, { "support_hostile", t_support_hostile },
-		{ "old_blob", t_old_blob },
+		{ "old_blob", t_old_blob }, { "compact", t_compact },
 	};
 
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
