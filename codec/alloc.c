@@ -75,12 +75,6 @@ int al_zd_score(const void *w, const void *base, size_t n, dt_id dt, double *sco
 
 /* ---- allocation ------------------------------------------------------------------------------- */
 
-typedef struct al_job {
-	const al_tensor *t;
-	size_t n;
-	const double *f; /* ramp factor of each tensor; NaN for the unscored */
-} al_job;
-
 static double al_cap(const al_tensor *t)
 {
 	double cap = (double)t->bytes / ((double)(t->chunks ? t->chunks : 1) * AL_BLOB_MIN);
@@ -94,20 +88,82 @@ static double al_clamp(double r, const al_tensor *t)
 	return r < AL_RATIO_MIN ? AL_RATIO_MIN : r > cap ? cap : r;
 }
 
-/* Planned bytes of the scored tensors at scale c (ratios into out when not NULL). */
-static double al_bytes(const al_job *j, double c, double *out)
+/* Planned bytes at scale c (ratios into out when not NULL). */
+static double al_bytes(const al_tensor *t, size_t n, double c, double *out)
 {
 	double sum = 0;
 
-	for (size_t i = 0; i < j->n; i++) {
-		if (isnan(j->f[i]))
-			continue;
-		double r = al_clamp(c * j->f[i], &j->t[i]);
-		sum += (double)j->t[i].bytes / r;
+	for (size_t i = 0; i < n; i++) {
+		double r = al_clamp(c, &t[i]);
+		sum += (double)t[i].bytes / r;
 		if (out)
 			out[i] = r;
 	}
 	return sum;
+}
+
+int al_uniform(const al_tensor *t, size_t n, double budget_ratio, double *ratio_out)
+{
+	double target = 0, lo = log(AL_RATIO_MIN), hi = log(AL_RATIO_MAX);
+
+	if (!t || !ratio_out || !n || !isfinite(budget_ratio) || budget_ratio <= 1)
+		return -EINVAL;
+	for (size_t i = 0; i < n; i++) {
+		if (!t[i].bytes)
+			return -EINVAL;
+		target += (double)t[i].bytes / budget_ratio;
+	}
+	if (al_bytes(t, n, AL_RATIO_MIN, NULL) < target * (1 - 1e-12)) {
+		al_bytes(t, n, AL_RATIO_MIN, ratio_out); /* all at the floor: still too few bytes */
+		return -ERANGE;
+	}
+	if (al_bytes(t, n, AL_RATIO_MAX, NULL) > target * (1 + 1e-12)) {
+		al_bytes(t, n, AL_RATIO_MAX, ratio_out); /* all at their caps: still too many */
+		return -ERANGE;
+	}
+	for (int it = 0; it < 200 && hi > lo; it++) {
+		double mid = (lo + hi) / 2;
+		if (al_bytes(t, n, exp(mid), NULL) > target)
+			lo = mid;
+		else
+			hi = mid;
+	}
+	/* no clamp binding: exactly R (the bisection would leave the last ulps) */
+	if (fabs(al_bytes(t, n, budget_ratio, NULL) - target) <= 1e-12 * target)
+		lo = hi = log(budget_ratio);
+	al_bytes(t, n, exp((lo + hi) / 2), ratio_out);
+	if (lo == hi)
+		for (size_t i = 0; i < n; i++)
+			ratio_out[i] = budget_ratio;
+	return 0;
+}
+
+size_t al_ladder(const al_tensor *t, double budget_ratio, double window, double *ratios)
+{
+	static const double steps[] = {4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512};
+	double lo, hi, v[sizeof steps / sizeof steps[0] + 1];
+	size_t m = 0, k = 0;
+
+	if (!t || !ratios || !isfinite(budget_ratio) || budget_ratio <= 1 || !(window >= 0))
+		return 0;
+	window = window ? window : AL_WINDOW;
+	lo = budget_ratio / window * (1 - 1e-9);
+	hi = budget_ratio * window * (1 + 1e-9);
+	v[m++] = al_clamp(budget_ratio, t);
+	for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++)
+		if (steps[i] >= lo && steps[i] <= hi)
+			v[m++] = al_clamp(steps[i], t);
+	/* ascending, without the duplicates the clamps make (m <= 16: insertion sort) */
+	for (size_t i = 1; i < m; i++)
+		for (size_t j = i; j > 0 && v[j] < v[j - 1]; j--) {
+			double x = v[j];
+			v[j] = v[j - 1];
+			v[j - 1] = x;
+		}
+	for (size_t i = 0; i < m; i++)
+		if (!k || v[i] != ratios[k - 1])
+			ratios[k++] = v[i];
+	return k;
 }
 
 typedef struct al_rank {
@@ -124,96 +180,174 @@ static int al_by_score(const void *a, const void *b)
 	return (x->i > y->i) - (x->i < y->i);
 }
 
-/* f[i] = s^(2 u_i - 1) (AL_REVERSED: s^(1 - 2 u_i)) by byte-weighted rank; NaN if unscored. */
-static int al_ramp(const al_tensor *t, size_t n, al_order order, double s, double *f)
+int al_weights(const al_tensor *t, size_t n, al_order order, double spread, double *w)
 {
-	al_rank *rk = malloc(n * sizeof *rk);
+	al_rank *rk;
 	size_t m = 0;
 	double total = 0, before = 0;
 
-	if (!rk)
+	if (!t || !w || !n || !isfinite(spread) || spread < 0 || (spread > 0 && spread < 1) ||
+	    !(order == AL_IMPORTANCE || order == AL_UNIFORM || order == AL_REVERSED))
+		return -EINVAL;
+	for (size_t i = 0; i < n; i++)
+		if (!t[i].bytes || isinf(t[i].score))
+			return -EINVAL;
+	if (!(rk = malloc(n * sizeof *rk)))
 		return -ENOMEM;
+	spread = spread ? spread : AL_SPREAD;
 	for (size_t i = 0; i < n; i++) {
-		if (order == AL_UNIFORM) {
-			f[i] = 1;
-			continue;
-		}
-		f[i] = NAN;
-		if (!isnan(t[i].score)) {
+		w[i] = 1;
+		if (order != AL_UNIFORM && !isnan(t[i].score)) {
 			rk[m++] = (al_rank){t[i].score, i};
 			total += (double)t[i].bytes;
 		}
 	}
 	qsort(rk, m, sizeof *rk, al_by_score);
 	for (size_t a = 0, b; a < m; a = b) {
-		double group = 0, u, e;
+		double group = 0, u;
 		for (b = a; b < m && rk[b].score == rk[a].score; b++)
 			group += (double)t[rk[b].i].bytes;
 		u = (before + group / 2) / total;
-		e = order == AL_IMPORTANCE ? 2 * u - 1 : 1 - 2 * u;
 		for (size_t k = a; k < b; k++)
-			f[rk[k].i] = pow(s, e);
+			w[rk[k].i] = pow(spread, order == AL_IMPORTANCE ? 1 - 2 * u : 2 * u - 1);
 		before += group;
 	}
 	free(rk);
 	return 0;
 }
 
-int al_allocate(const al_tensor *t, size_t n, double budget_ratio, al_order order, double spread,
-		double *ratio_out)
-{
-	double want = 0, target, lo, hi, fmin = INFINITY, fmax = 0, *f;
-	int rc;
+/* ---- choice on the curves --------------------------------------------------------------------- */
 
-	if (!t || !ratio_out || !n || !isfinite(budget_ratio) || budget_ratio <= 1 ||
-	    !isfinite(spread) || spread < 0 || (spread > 0 && spread < 1) ||
-	    !(order == AL_IMPORTANCE || order == AL_UNIFORM || order == AL_REVERSED))
+typedef struct al_seg {
+	double slope; /* weighted distortion removed per byte */
+	size_t i, k;  /* tensor, hull vertex it starts from */
+	uint64_t db;
+} al_seg;
+
+static int al_by_slope(const void *a, const void *b)
+{
+	const al_seg *x = a, *y = b;
+
+	if (x->slope != y->slope)
+		return x->slope > y->slope ? -1 : 1;
+	if (x->i != y->i)
+		return (x->i > y->i) - (x->i < y->i);
+	return (x->k > y->k) - (x->k < y->k);
+}
+
+/* Lower convex hull of p[0..np) as indices into p, cheapest first, distortion strictly falling;
+ * returns its length (>= 1). idx: np slots of scratch, the hull is written to its front. */
+static size_t al_hull(const al_point *p, size_t np, size_t *idx)
+{
+	size_t h = 0;
+
+	for (size_t i = 0; i < np; i++)
+		idx[i] = i;
+	/* insertion sort (a ladder is at most AL_LADDER_MAX points): qsort_r is not C11, and a
+	 * static sort key is not thread-safe */
+	for (size_t i = 1; i < np; i++)
+		for (size_t j = i; j > 0; j--) {
+			const al_point *x = &p[idx[j]], *y = &p[idx[j - 1]];
+			if (x->bytes > y->bytes || (x->bytes == y->bytes && x->dist >= y->dist))
+				break;
+			size_t s = idx[j];
+			idx[j] = idx[j - 1];
+			idx[j - 1] = s;
+		}
+	for (size_t i = 0; i < np; i++) {
+		const al_point *c = &p[idx[i]];
+		if (h && c->dist >= p[idx[h - 1]].dist)
+			continue; /* more bytes, no less distortion: never worth it */
+		while (h >= 2) {
+			const al_point *a = &p[idx[h - 2]], *b = &p[idx[h - 1]];
+			/* b on or above the chord a-c: drop it (cross product of a->b, a->c) */
+			double cross = ((double)b->bytes - (double)a->bytes) * (c->dist - a->dist) -
+				       (b->dist - a->dist) * ((double)c->bytes - (double)a->bytes);
+			if (cross > 0)
+				break;
+			h--;
+		}
+		idx[h++] = idx[i];
+	}
+	return h;
+}
+
+int al_choose(const al_point *const *pts, const size_t *npts, const double *w, size_t n,
+	      double budget, size_t *pick)
+{
+	size_t nseg = 0, tot = 0, *hull = NULL, *hoff = NULL, *hn = NULL, *at = NULL;
+	unsigned char *stop = NULL;
+	al_point *wp = NULL;
+	al_seg *seg = NULL;
+	double used = 0;
+	int rc = 0;
+
+	if (!pts || !npts || !w || !pick || !n || !(budget > 0) || !isfinite(budget))
 		return -EINVAL;
-	for (size_t i = 0; i < n; i++)
-		if (!t[i].bytes || isinf(t[i].score))
-			return -EINVAL;
-	if (!(f = malloc(n * sizeof *f)))
-		return -ENOMEM;
-	if ((rc = al_ramp(t, n, order, spread ? spread : AL_SPREAD, f))) {
-		free(f);
-		return rc;
-	}
-	/* The unscored keep R (clamped); the scored share what is left of the budget. */
-	for (size_t i = 0; i < n; i++)
-		want += (double)t[i].bytes / budget_ratio;
-	target = want;
 	for (size_t i = 0; i < n; i++) {
-		if (isnan(f[i])) {
-			ratio_out[i] = al_clamp(budget_ratio, &t[i]);
-			target -= (double)t[i].bytes / ratio_out[i];
-		} else {
-			fmin = f[i] < fmin ? f[i] : fmin;
-			fmax = f[i] > fmax ? f[i] : fmax;
+		if (!pts[i] || !npts[i] || !(w[i] > 0) || !isfinite(w[i]))
+			return -EINVAL;
+		for (size_t k = 0; k < npts[i]; k++)
+			if (!(pts[i][k].dist >= 0) || !isfinite(pts[i][k].dist))
+				return -EINVAL;
+		tot += npts[i];
+	}
+	hull = malloc(tot * sizeof *hull);
+	wp = malloc(tot * sizeof *wp);
+	hoff = malloc(n * sizeof *hoff);
+	hn = malloc(n * sizeof *hn);
+	at = malloc(n * sizeof *at);
+	seg = malloc(tot * sizeof *seg);
+	stop = calloc(n, 1);
+	if (!hull || !wp || !hoff || !hn || !at || !seg || !stop) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	for (size_t i = 0, off = 0; i < n; off += npts[i++]) {
+		for (size_t k = 0; k < npts[i]; k++)
+			wp[off + k] = (al_point){pts[i][k].bytes, w[i] * pts[i][k].dist};
+		hoff[i] = off;
+		hn[i] = al_hull(wp + off, npts[i], hull + off);
+		at[i] = 0;
+		used += (double)wp[off + hull[off]].bytes;
+		for (size_t k = 0; k + 1 < hn[i]; k++) {
+			const al_point *a = &wp[off + hull[off + k]], *b = &wp[off + hull[off + k + 1]];
+			uint64_t db = b->bytes - a->bytes;
+			seg[nseg++] = (al_seg){(a->dist - b->dist) / (double)db, i, k, db};
 		}
 	}
-	al_job j = {t, n, f};
-	if (fmax == 0) {
-		/* Nothing scored: the unscored met the budget unless a clamp moved one. */
-		rc = fabs(target) > 1e-9 * want ? -ERANGE : 0;
-	} else if (al_bytes(&j, AL_RATIO_MIN / fmax, NULL) < target * (1 - 1e-12)) {
-		al_bytes(&j, AL_RATIO_MIN / fmax, ratio_out); /* all at the floor: still too few bytes */
-		rc = -ERANGE;
-	} else if (al_bytes(&j, AL_RATIO_MAX / fmin, NULL) > target * (1 + 1e-12)) {
-		al_bytes(&j, AL_RATIO_MAX / fmin, ratio_out); /* all at their caps: still too many */
-		rc = -ERANGE;
+	if (used > budget) {
+		rc = -ERANGE; /* even the cheapest points are over: they are the closest */
 	} else {
-		lo = log(AL_RATIO_MIN / fmax);
-		hi = log(AL_RATIO_MAX / fmin);
-		for (int it = 0; it < 200 && hi > lo; it++) {
-			double mid = (lo + hi) / 2;
-			if (al_bytes(&j, exp(mid), NULL) > target)
-				lo = mid;
-			else
-				hi = mid;
+		/* Equal marginal weighted distortion per byte: lowering the multiplier from infinity
+		 * takes the segments in falling slope (one tensor's in hull order, slopes falling
+		 * along a convex hull); the first that does not fit fixes the multiplier. Its tensor
+		 * stops there, and the smaller steps of the others still fill the rest. */
+		qsort(seg, nseg, sizeof *seg, al_by_slope);
+		for (size_t s = 0; s < nseg; s++) {
+			al_seg *g = &seg[s];
+			if (stop[g->i] || at[g->i] != g->k)
+				continue; /* its tensor stopped at an earlier vertex */
+			if (used + (double)g->db > budget) {
+				stop[g->i] = 1;
+				continue;
+			}
+			used += (double)g->db;
+			at[g->i] = g->k + 1;
 		}
-		al_bytes(&j, exp((lo + hi) / 2), ratio_out);
+		if (used < (1 - AL_BUDGET_TOL) * budget)
+			rc = -ERANGE; /* every tensor at its richest point, or a step too coarse */
 	}
-	free(f);
+	for (size_t i = 0; i < n; i++)
+		pick[i] = hull[hoff[i] + at[i]];
+out:
+	free(stop);
+	free(hull);
+	free(wp);
+	free(hoff);
+	free(hn);
+	free(at);
+	free(seg);
 	return rc;
 }
 

@@ -65,10 +65,19 @@ typedef struct unit {
 
 #define UNIT_PLAN UINT32_MAX
 
+/* One point of a matrix's rate-distortion curve (codec/alloc.h): dq_plan at one ladder ratio. */
+typedef struct curve_pt {
+	dq_params p;
+	dq_stats st;
+} curve_pt;
+
 /* The DeltaDQ plan of one segment: set by its plan unit, read by its chunk units. */
 typedef struct plan {
 	dq_params p;  /* CX_DELTADQ segments */
 	double ratio; /* CX_DELTADQ: this matrix's target from the allocation; 0: opts.ratio */
+	double weight; /* > 0: planned on a ladder of ratios, one point chosen for all at the end */
+	curve_pt *pts; /* those points (npts), from the plan unit to the choice */
+	size_t npts;
 	pal_table t;  /* CX_PALETTE segments */
 	int done; /* guarded by job.lock; 1 = plan valid, -1 = tensor falls back to lossless */
 } plan;
@@ -89,6 +98,13 @@ typedef struct job {
 	atomic_uint_fast64_t new_bytes;
 	atomic_int failed;
 	atomic_uint off_target; /* DeltaDQ plans that could not land within 10% of the ratio */
+	/* Curve allocation (codec/alloc.h): the ncurve matrices planned on a ladder, their segments,
+	 * how many plan units are still to finish (the last one chooses), and the budget ratio. */
+	plan **cpl;
+	mf_seg **csg;
+	size_t ncurve;
+	atomic_size_t curves_left;
+	double curve_R;
 	uint64_t total_bytes;   /* progress total: input bytes + bytes of the matrices planned */
 	pthread_mutex_t lock; /* guards err and the finished count */
 	pthread_cond_t cond;
@@ -499,6 +515,90 @@ static int pal_plan_unit(worker *w, const unit *u, df_err *err)
 	return rc;
 }
 
+/* What `deltafs info` shows of a DeltaDQ matrix: its plan and measured errors. */
+static void seg_quality(mf_seg *sg, const dq_params *p, const dq_stats *st)
+{
+	sg->q.delta_rel_err = (float)st->delta_rel_err;
+	sg->q.output_rel_err = (float)st->output_rel_err;
+	sg->q.bits = (float)st->bits_per_weight;
+	sg->q.params[0] = p->group;
+	sg->q.params[1] = p->keep;
+	sg->q.params[2] = p->bits;
+	sg->q.params[3] = p->quant | (p->support ? MF_Q_SUPPORT : 0);
+}
+
+/* The curve allocation's choice (codec/alloc.h), once every matrix's ladder is planned: one point
+ * per matrix by al_choose, its plan kept for the encode (no second dq_plan). Matrices that fell
+ * back to lossless (or whose planning failed: the job fails then) are left out of the budget. */
+static int curve_choose(job *j, df_err *err)
+{
+	size_t n = 0, *np = calloc(j->ncurve, sizeof *np), *pick = calloc(j->ncurve, sizeof *pick);
+	size_t *ix = calloc(j->ncurve, sizeof *ix);
+	const al_point **pp = calloc(j->ncurve, sizeof *pp);
+	al_point *pts = calloc(j->ncurve * AL_LADDER_MAX, sizeof *pts);
+	double *w = calloc(j->ncurve, sizeof *w), budget = 0;
+	int rc = np && pick && ix && pp && pts && w ? 0 : df_errf(err, -ENOMEM, "out of memory");
+
+	for (size_t i = 0; !rc && i < j->ncurve; i++) {
+		const plan *pl = j->cpl[i];
+		const mf_seg *sg = j->csg[i];
+		if (!pl->npts || sg->codec != CX_DELTADQ)
+			continue;
+		al_point *q = pts + n * AL_LADDER_MAX;
+		for (size_t k = 0; k < pl->npts; k++)
+			q[k] = (al_point){pl->pts[k].st.bytes,
+					  al_dist(pl->pts[k].st.output_rel_err, sg->len)};
+		pp[n] = q;
+		np[n] = pl->npts;
+		w[n] = pl->weight;
+		ix[n++] = i;
+		budget += (double)sg->len / j->curve_R;
+	}
+	if (!rc && n) {
+		int r = al_choose(pp, np, w, n, budget, pick);
+		if (r == -ERANGE)
+			atomic_fetch_add(&j->off_target, 1); /* the closest choice is kept */
+		else if (r)
+			rc = df_errf(err, r, "bit allocation over %zu matrices at %.2fx failed: %s", n,
+				     j->curve_R, strerror(-r));
+		for (size_t i = 0; !rc && i < n; i++) {
+			plan *pl = j->cpl[ix[i]];
+			pl->p = pl->pts[pick[i]].p;
+			seg_quality(j->csg[ix[i]], &pl->p, &pl->pts[pick[i]].st);
+		}
+	}
+	free(np);
+	free(pick);
+	free(ix);
+	free(pp);
+	free(pts);
+	free(w);
+	return rc;
+}
+
+/* A curve plan unit finished (planned, fell back to lossless, or failed): the last one chooses
+ * for all and releases their chunk units. Plan units precede every chunk unit in the queue, so
+ * by the time a worker waits on a chunk, every plan unit is running or done. */
+static void curve_done(job *j)
+{
+	df_err err = {{0}};
+	int rc = 0;
+
+	if (atomic_fetch_sub(&j->curves_left, 1) != 1)
+		return;
+	if (!atomic_load(&j->failed) && (rc = curve_choose(j, &err)))
+		job_fail(j, rc, &err);
+	pthread_mutex_lock(&j->lock);
+	for (size_t i = 0; i < j->ncurve; i++) {
+		plan *pl = j->cpl[i];
+		pl->done = !rc && pl->npts && j->csg[i]->codec == CX_DELTADQ ? 1 : -1;
+		free(pl->pts);
+		pl->pts = NULL;
+	}
+	pthread_cond_broadcast(&j->cond);
+	pthread_mutex_unlock(&j->lock);
+}
+
 /* Choose segment (f, s)'s DeltaDQ parameters on the whole matrix against the whole decoded base. */
 static int dq_plan_unit(worker *w, const unit *u, df_err *err)
 {
@@ -529,7 +629,28 @@ static int dq_plan_unit(worker *w, const unit *u, df_err *err)
 		fx.support = !broken;
 	else
 		bz.zeros = 0;
-	if (!rc) {
+	if (!rc && pl->weight > 0) {
+		/* the curve allocation: every ratio of the ladder now, the choice when all are in */
+		al_tensor t = {sg->len, sg->nchunks, 0};
+		double lr[AL_LADDER_MAX];
+		size_t n = al_ladder(&t, j->curve_R, 0, lr);
+		if (!(pl->pts = calloc(n ? n : 1, sizeof *pl->pts)))
+			rc = df_errf(err, -ENOMEM, "out of memory");
+		for (size_t k = 0; !rc && k < n; k++) {
+			int r = dq_plan(w->cx, x->map + sg->off, base, (dt_id)sg->dtype, rows, cols, X,
+					nprobe, lr[k], &fx, &pl->pts[k].p, &pl->pts[k].st);
+			if (r == -EDOM) {
+				sg->codec = CX_LOSSLESS; /* non-finite values: stays exact */
+				break;
+			} else if (r && r != -ERANGE) { /* a missed ratio is still a measured point */
+				rc = df_errf(err, r, "%s: tensor \"%s\": DeltaDQ cannot encode it: %s",
+					     x->abs, sg->name, strerror(-r));
+			} else if (k + 1 == n) {
+				pl->npts = n;
+				sg->broken = bz.zeros ? broken : 0;
+			}
+		}
+	} else if (!rc) {
 		int r = dq_plan(w->cx, x->map + sg->off, base, (dt_id)sg->dtype, rows, cols, X, nprobe,
 				pl->ratio > 0 ? pl->ratio : j->o->ratio, &fx, &pl->p, &st);
 		if (r == -ERANGE)
@@ -540,19 +661,16 @@ static int dq_plan_unit(worker *w, const unit *u, df_err *err)
 			rc = df_errf(err, r, "%s: tensor \"%s\": DeltaDQ cannot encode it: %s", x->abs,
 				     sg->name, strerror(-r));
 		} else {
-			sg->q.delta_rel_err = (float)st.delta_rel_err;
-			sg->q.output_rel_err = (float)st.output_rel_err;
-			sg->q.bits = (float)st.bits_per_weight;
-			sg->q.params[0] = pl->p.group;
-			sg->q.params[1] = pl->p.keep;
-			sg->q.params[2] = pl->p.bits;
-			sg->q.params[3] = pl->p.quant | (pl->p.support ? MF_Q_SUPPORT : 0);
+			seg_quality(sg, &pl->p, &st);
 			sg->broken = bz.zeros ? broken : 0;
 		}
 	}
 	free(base);
 	free(X);
-	plan_done(j, u, !rc && sg->codec == CX_DELTADQ);
+	if (pl->weight > 0)
+		curve_done(j);
+	else
+		plan_done(j, u, !rc && sg->codec == CX_DELTADQ);
 	return rc;
 }
 
@@ -788,8 +906,10 @@ static void imp_free(imp_file *f)
 }
 
 /* Share the DeltaDQ budget among the matrices that differ from their base (codec/alloc.h): fills
- * each plan's ratio and each segment's score. Equal matrices are left out (they cost nothing, and
- * would otherwise take their share of the budget: the causal masks of charlm, 55% of it). */
+ * each segment's score and, for uniform, each plan's ratio; for importance or reversed, each plan's
+ * weight and the job's curve set (the plan units plan the ladders, curve_done chooses). Equal
+ * matrices are left out (they cost nothing, and would otherwise take their share of the budget:
+ * the causal masks of charlm, 55% of it). */
 static int allocate(job *j, df_err *err)
 {
 	const ing_opts *o = j->o;
@@ -803,9 +923,10 @@ static int allocate(job *j, df_err *err)
 	al_tensor *tv = calloc(n, sizeof *tv);
 	double *ratio = calloc(n, sizeof *ratio);
 	plan **pls = calloc(n, sizeof *pls);
+	mf_seg **sgs = calloc(n, sizeof *sgs);
 	cx_ctx *cx = cx_ctx_new();
 	imp_file imp = {0};
-	int rc = tv && ratio && pls && cx ? 0 : df_errf(err, -ENOMEM, "out of memory");
+	int rc = tv && ratio && pls && sgs && cx ? 0 : df_errf(err, -ENOMEM, "out of memory");
 	if (!rc && o->importance)
 		rc = imp_load(o->importance, &imp, err);
 	uint64_t bytes = 0, elems = 0;
@@ -845,6 +966,7 @@ static int allocate(job *j, df_err *err)
 			}
 			sg->q.score = isnan(score) ? 0 : (float)score;
 			tv[k] = (al_tensor){sg->len, sg->nchunks, score};
+			sgs[k] = sg;
 			pls[k++] = &j->plans[i][t];
 			bytes += sg->len;
 			elems += sg->len / dt_size(sg->dtype);
@@ -852,13 +974,30 @@ static int allocate(job *j, df_err *err)
 	if (!rc && k) {
 		double R = o->budget_bits > 0 ? 8.0 * (double)bytes / (o->budget_bits * (double)elems)
 					      : o->ratio;
-		int r = al_allocate(tv, k, R, (al_order)(o->alloc - 1), 0, ratio);
+		al_order order = (al_order)(o->alloc - 1);
+		int r = 0;
+		if (!(R > 1) || !isfinite(R))
+			r = -EINVAL;
+		else if (order == AL_UNIFORM) /* every matrix at R, planned once there */
+			r = al_uniform(tv, k, R, ratio);
+		else if (!(r = al_weights(tv, k, order, 0, ratio))) {
+			/* planned on a ladder, chosen by curve_done when all are (ratio: the weights) */
+			for (size_t i = 0; i < k; i++)
+				pls[i]->weight = ratio[i];
+			j->cpl = pls;
+			j->csg = sgs;
+			j->ncurve = k;
+			atomic_store(&j->curves_left, k);
+			j->curve_R = R;
+			pls = NULL;
+			sgs = NULL;
+		}
 		if (r && r != -ERANGE)
 			rc = df_errf(err, r, "bit allocation over %zu matrices at %.2fx failed: %s", k,
 				     R, strerror(-r));
 		if (r == -ERANGE)
 			atomic_fetch_add(&j->off_target, 1);
-		for (size_t i = 0; !rc && i < k; i++)
+		for (size_t i = 0; !rc && order == AL_UNIFORM && i < k; i++)
 			pls[i]->ratio = ratio[i];
 	}
 	imp_free(&imp);
@@ -866,6 +1005,7 @@ static int allocate(job *j, df_err *err)
 	free(tv);
 	free(ratio);
 	free(pls);
+	free(sgs);
 	return rc;
 }
 
@@ -1050,6 +1190,10 @@ out_sync:
 	pthread_mutex_destroy(&j.lock);
 	pthread_cond_destroy(&j.cond);
 out:
+	for (size_t i = 0; i < j.ncurve; i++) /* curves not chosen: a failed ingest */
+		free(j.cpl[i]->pts);
+	free(j.cpl);
+	free(j.csg);
 	for (uint32_t i = 0; j.plans && i < m->nfiles; i++)
 		free(j.plans[i]);
 	free(j.plans);

@@ -3,16 +3,26 @@
  * with a budget would make it, measured: bytes on disk, errors, and (with -o) the reconstructed
  * fine-tune for a forward pass (tools/charlm.py eval).
  *
- *   bench_alloc [-j N] [--nprobe P] [--spread S] [-o OUT.safetensors] [-v]
- *               --ratio R --order uniform|importance|reversed --score zd-ft|zd-delta|FILE.json
+ *   bench_alloc [-j N] [--nprobe P] [--spread S] [--window W] [--dist D] [--raw]
+ *               [--match-uniform] [--curves FILE] [-o OUT.safetensors] [-v] --ratio R
+ *               --order uniform|importance|reversed --score zd-ft|zd-delta|FILE.json
  *               BASE.safetensors FT.safetensors
  *
  * Matrices: every 2-D F32/F16/BF16 tensor of FT whose base (same name, dtype, shape) differs from
  * it, as ingest plans them (alloc.h, "Integration"). Scores: 1 - ZD of the fine-tuned weights or
  * of the delta, or an importance file (JSON map, keys matched by al_match; unmatched tensors NaN).
- * al_allocate gives each its ratio; dq_plan plans it there with nprobe Gaussian probe rows
- * (seeded by the tensor's name) on -j threads. With -o, every chunk (dq_chunk_rows rows) is
- * encoded and decoded for real and FT is written back with the decoded matrices.
+ * uniform: al_uniform's ratio for each, planned by dq_plan there. importance, reversed: each
+ * matrix planned at every ratio of al_ladder (window W, 0 = AL_WINDOW, inf = the whole ladder),
+ * weights from al_weights (spread S; --raw: the raw scores, reversed = the score of the mirrored
+ * rank), one point each by al_choose on the distortion D: sizesq (al_dist: bytes * output
+ * error^2, the default), size (bytes * error), rel (output error) or sq (error^2 ||X W_ft^T||^2,
+ * the absolute squared output error on the probes). dq_plan runs with nprobe Gaussian probe rows
+ * (seeded by the tensor's name) on -j threads. --match-uniform: the budget is the bytes the
+ * uniform allocation stores (instead of sum bytes / R), for a comparison at equal bytes.
+ * --curves FILE keeps every plan (name, ratio) made so far, so the rows of eval_alloc.sh plan
+ * each point once. With -o, every chunk
+ * (dq_chunk_rows rows) is encoded and decoded for real and FT is written back with the decoded
+ * matrices.
  *
  * Prints one line: planned and achieved ratio over the matrices (original bytes / blob bytes,
  * headers included), the size-weighted mean output and delta errors (the figures `deltafs info`
@@ -36,25 +46,40 @@
 #include "alloc.h"
 #include "codec.h"
 #include "deltadq.h"
+#include "half.h"
 #include "../../index/safetensors.h"
+
+typedef struct pt {
+	double ratio; /* asked of dq_plan */
+	dq_params p;
+	dq_stats st;
+	int rc; /* dq_plan's: 0 or -ERANGE */
+} pt;
 
 typedef struct mat {
 	const st_tensor *t;
 	const uint8_t *ft, *base;
 	size_t rows, cols, es;
-	double ratio;  /* allocated */
-	dq_params p;
-	dq_stats st;
-	int rc;        /* dq_plan's: 0 or -ERANGE */
+	double ref;   /* ||X W_ft^T||^2 on the probes (--dist sq) */
+	pt pts[AL_LADDER_MAX];
+	size_t npts, chosen;
 } mat;
 
+/* One plan to make: matrix m at pts[k].ratio. */
+typedef struct task {
+	size_t m, k;
+} task;
+
 static mat *mats;
-static size_t nmats, nprobe = 32;
-static atomic_size_t next_mat;
+static size_t nmats, nprobe = 32, ntasks;
+static task *tasks;
+static atomic_size_t next_task;
+static int need_ref;
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: bench_alloc [-j N] [--nprobe P] [--spread S] [-o OUT] [-v] --ratio R "
+	fprintf(stderr, "usage: bench_alloc [-j N] [--nprobe P] [--spread S] [--window W] "
+			"[--dist sizesq|size|rel|sq] [--raw] [--match-uniform] [--curves FILE] [-o OUT] [-v] --ratio R "
 			"--order uniform|importance|reversed --score zd-ft|zd-delta|FILE.json BASE FT\n");
 	exit(2);
 }
@@ -105,15 +130,49 @@ static void *plan_worker(void *arg)
 	cx_ctx *cx = cx_ctx_new();
 
 	(void)arg;
-	for (size_t i; (i = atomic_fetch_add(&next_mat, 1)) < nmats;) {
-		mat *m = &mats[i];
+	for (size_t i; (i = atomic_fetch_add(&next_task, 1)) < ntasks;) {
+		mat *m = &mats[tasks[i].m];
+		pt *q = &m->pts[tasks[i].k];
 		float *X = probes(m->t->name, m->cols);
-		m->rc = dq_plan(cx, m->ft, m->base, m->t->dtype, m->rows, m->cols, X, nprobe, m->ratio,
-				NULL, &m->p, &m->st);
+		q->rc = dq_plan(cx, m->ft, m->base, m->t->dtype, m->rows, m->cols, X, nprobe, q->ratio,
+				NULL, &q->p, &q->st);
+		if (need_ref && tasks[i].k == 0) { /* ||X W_ft^T||^2 */
+			double ref = 0;
+			for (size_t r = 0; r < m->rows; r++)
+				for (size_t p = 0; p < nprobe; p++) {
+					double y = 0;
+					for (size_t c = 0; c < m->cols; c++)
+						y += (double)X[p * m->cols + c] *
+						     hf_load(m->t->dtype, m->ft, r * m->cols + c);
+					ref += y * y;
+				}
+			m->ref = ref;
+		}
 		free(X);
 	}
 	cx_ctx_free(cx);
 	return NULL;
+}
+
+/* The plan cache: records of (name, ratio, plan) appended to FILE. */
+typedef struct rec {
+	char name[200];
+	double ratio;
+	dq_params p;
+	dq_stats st;
+	int rc;
+} rec;
+
+static int cache_get(rec *rs, size_t nr, const char *name, pt *q)
+{
+	for (size_t i = 0; i < nr; i++)
+		if (rs[i].ratio == q->ratio && !strcmp(rs[i].name, name)) {
+			q->p = rs[i].p;
+			q->st = rs[i].st;
+			q->rc = rs[i].rc;
+			return 1;
+		}
+	return 0;
 }
 
 /* Encode and decode every chunk of m into out (rows * cols elements). */
@@ -126,7 +185,8 @@ static int reconstruct(cx_ctx *cx, const mat *m, uint8_t *out)
 	for (size_t r0 = 0; !rc && r0 < m->rows; r0 += crow) {
 		size_t nr = m->rows - r0 < crow ? m->rows - r0 : crow, off = r0 * m->cols * m->es;
 		ssize_t n = dq_encode(cx, blob, dq_bound(nr, m->cols, (unsigned)m->es), m->ft + off,
-				      m->base + off, m->t->dtype, m->cols, r0, nr, &m->p);
+				      m->base + off, m->t->dtype, m->cols, r0, nr,
+				      &m->pts[m->chosen].p);
 		rc = n < 0 ? (int)n
 			   : dq_decode(cx, out + off, nr * m->cols * m->es, blob, (size_t)n, m->base + off);
 	}
@@ -152,15 +212,19 @@ static int by_size(const void *a, const void *b)
 
 int main(int argc, char **argv)
 {
-	const char *out_path = NULL, *score = NULL, *pos[2];
-	double ratio = 0, spread = 0;
-	int threads = 2, verbose = 0, npos = 0;
+	const char *out_path = NULL, *score = NULL, *pos[2], *dist = "sizesq", *cache = NULL;
+	double ratio = 0, spread = 0, window = 0;
+	int threads = 2, verbose = 0, npos = 0, raw = 0, match = 0;
 	al_order order = (al_order)-1;
 
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 		if (!strcmp(a, "-v"))
 			verbose = 1;
+		else if (!strcmp(a, "--raw"))
+			raw = 1;
+		else if (!strcmp(a, "--match-uniform"))
+			match = 1;
 		else if (a[0] == '-' && !v)
 			usage();
 		else if (!strcmp(a, "-j"))
@@ -169,6 +233,12 @@ int main(int argc, char **argv)
 			nprobe = strtoul(argv[++i], NULL, 10);
 		else if (!strcmp(a, "--spread"))
 			spread = atof(argv[++i]);
+		else if (!strcmp(a, "--window"))
+			window = atof(argv[++i]);
+		else if (!strcmp(a, "--dist"))
+			dist = argv[++i];
+		else if (!strcmp(a, "--curves"))
+			cache = argv[++i];
 		else if (!strcmp(a, "-o"))
 			out_path = argv[++i];
 		else if (!strcmp(a, "--ratio"))
@@ -186,12 +256,15 @@ int main(int argc, char **argv)
 		else
 			pos[npos++] = a;
 	}
-	if (npos != 2 || !score || (int)order < 0 || threads < 1 || !nprobe)
+	int dk = !strcmp(dist, "sizesq") ? 0 : !strcmp(dist, "rel") ? 1 : !strcmp(dist, "size") ? 2
+		 : !strcmp(dist, "sq") ? 3 : -1;
+	if (npos != 2 || !score || (int)order < 0 || threads < 1 || !nprobe || dk < 0)
 		usage();
 	if (access(pos[0], R_OK) || access(pos[1], R_OK)) {
 		fprintf(stderr, "bench_alloc: %s or %s missing: skipped\n", pos[0], pos[1]);
 		return 77;
 	}
+	need_ref = dk == 3 && order != AL_UNIFORM;
 
 	size_t nb, nf;
 	const uint8_t *bmap = map(pos[0], &nb), *fmap = map(pos[1], &nf);
@@ -238,7 +311,7 @@ int main(int argc, char **argv)
 		json_object_foreach(imp, k, v) keys[nkeys++] = k;
 	}
 	al_tensor *at = calloc(nmats, sizeof *at);
-	double *r = calloc(nmats, sizeof *r), orig = 0;
+	double *r = calloc(nmats, sizeof *r), *w = calloc(nmats, sizeof *w), orig = 0;
 	for (size_t i = 0; i < nmats; i++) {
 		mat *m = &mats[i];
 		size_t crow = dq_chunk_rows(m->cols, (unsigned)m->es);
@@ -260,41 +333,159 @@ int main(int argc, char **argv)
 			at[i].score = json_is_number(v) ? json_number_value(v) : NAN;
 		}
 	}
-	int arc = al_allocate(at, nmats, ratio, order, spread, r);
+	int arc = 0;
+	if (order == AL_UNIFORM) {
+		arc = al_uniform(at, nmats, ratio, r);
+		for (size_t i = 0; i < nmats; i++) {
+			mats[i].pts[0].ratio = r[i];
+			mats[i].npts = 1;
+		}
+	} else {
+		for (size_t i = 0; i < nmats; i++) {
+			double lr[AL_LADDER_MAX];
+			mats[i].npts = al_ladder(&at[i], ratio, window, lr);
+			for (size_t k = 0; k < mats[i].npts; k++)
+				mats[i].pts[k].ratio = lr[k];
+		}
+		if (raw) { /* the scores themselves; reversed: the score of the mirrored rank */
+			size_t *ix = malloc(nmats * sizeof *ix);
+			for (size_t i = 0; i < nmats; i++)
+				ix[i] = i;
+			for (size_t i = 1; i < nmats; i++) /* by score, NaN last */
+				for (size_t j = i; j > 0 && (isnan(at[ix[j - 1]].score) ||
+							     at[ix[j]].score > at[ix[j - 1]].score); j--) {
+					if (isnan(at[ix[j]].score))
+						break;
+					size_t x = ix[j];
+					ix[j] = ix[j - 1];
+					ix[j - 1] = x;
+				}
+			size_t ns = 0;
+			while (ns < nmats && !isnan(at[ix[ns]].score))
+				ns++;
+			for (size_t i = 0; i < nmats; i++)
+				w[i] = 1;
+			double mean = 0;
+			for (size_t i = 0; i < ns; i++)
+				mean += at[ix[i]].score / (double)ns;
+			for (size_t i = 0; i < ns; i++)
+				w[ix[i]] = (order == AL_IMPORTANCE ? at[ix[i]].score
+								   : at[ix[ns - 1 - i]].score) / mean;
+			free(ix);
+		} else if ((arc = al_weights(at, nmats, order, spread, w))) {
+			fprintf(stderr, "bench_alloc: al_weights: %s\n", strerror(-arc));
+			return 1;
+		}
+	}
 	if (arc && arc != -ERANGE) {
-		fprintf(stderr, "bench_alloc: al_allocate: %s\n", strerror(-arc));
+		fprintf(stderr, "bench_alloc: allocation: %s\n", strerror(-arc));
 		return 1;
 	}
-	double plan_bytes = 0;
-	for (size_t i = 0; i < nmats; i++) {
-		mats[i].ratio = r[i];
-		plan_bytes += (double)at[i].bytes / r[i];
-	}
 
+	/* plans: from the cache, else made now (and added to it) */
+	rec *rs = NULL;
+	size_t nrs = 0;
+	if (cache) {
+		FILE *fc = fopen(cache, "rb");
+		struct stat cst;
+		if (fc && !fstat(fileno(fc), &cst) && cst.st_size >= (off_t)sizeof *rs) {
+			nrs = (size_t)cst.st_size / sizeof *rs;
+			rs = malloc(nrs * sizeof *rs);
+			nrs = fread(rs, sizeof *rs, nrs, fc);
+		}
+		if (fc)
+			fclose(fc);
+	}
+	tasks = calloc(nmats * AL_LADDER_MAX, sizeof *tasks);
+	for (size_t i = 0; i < nmats; i++)
+		for (size_t k = 0; k < mats[i].npts; k++)
+			if (!cache_get(rs, nrs, mats[i].t->name, &mats[i].pts[k]) ||
+			    (need_ref && k == 0))
+				tasks[ntasks++] = (task){i, k};
 	pthread_t *th = calloc((size_t)threads, sizeof *th);
 	for (int i = 0; i < threads; i++)
 		pthread_create(&th[i], NULL, plan_worker, NULL);
 	for (int i = 0; i < threads; i++)
 		pthread_join(th[i], NULL);
+	if (cache && ntasks) {
+		FILE *fc = fopen(cache, "ab");
+		for (size_t t = 0; fc && t < ntasks; t++) {
+			const mat *m = &mats[tasks[t].m];
+			const pt *q = &m->pts[tasks[t].k];
+			rec x = {.ratio = q->ratio, .p = q->p, .st = q->st, .rc = q->rc};
+			snprintf(x.name, sizeof x.name, "%s", m->t->name);
+			fwrite(&x, sizeof x, 1, fc);
+		}
+		if (fc)
+			fclose(fc);
+	}
+	for (size_t i = 0; i < nmats; i++)
+		for (size_t k = 0; k < mats[i].npts; k++)
+			if (mats[i].pts[k].rc && mats[i].pts[k].rc != -ERANGE) {
+				fprintf(stderr, "%s: dq_plan: %s\n", mats[i].t->name,
+					strerror(-mats[i].pts[k].rc));
+				return 1;
+			}
+
+	/* the choice */
+	double budget = orig / ratio, plan_bytes = 0;
+	if (match && order != AL_UNIFORM && !al_uniform(at, nmats, ratio, r)) {
+		/* the bytes uniform stores (its ratios are on every ladder when no clamp binds) */
+		double ub = 0;
+		for (size_t i = 0; i < nmats; i++)
+			for (size_t k = 0; k < mats[i].npts; k++)
+				if (mats[i].pts[k].ratio == r[i]) {
+					ub += (double)mats[i].pts[k].st.bytes;
+					break;
+				}
+		budget = ub;
+	}
+	if (order != AL_UNIFORM) {
+		al_point **pp = calloc(nmats, sizeof *pp);
+		size_t *np = calloc(nmats, sizeof *np), *pick = calloc(nmats, sizeof *pick);
+		for (size_t i = 0; i < nmats; i++) {
+			mat *m = &mats[i];
+			pp[i] = calloc(m->npts, sizeof **pp);
+			np[i] = m->npts;
+			for (size_t k = 0; k < m->npts; k++) {
+				double e = m->pts[k].st.output_rel_err, b = (double)at[i].bytes;
+				pp[i][k].bytes = m->pts[k].st.bytes;
+				pp[i][k].dist = dk == 0 ? al_dist(e, at[i].bytes) : dk == 1 ? e
+					      : dk == 2 ? b * e : e * e * m->ref;
+			}
+		}
+		arc = al_choose((const al_point *const *)pp, np, w, nmats, budget, pick);
+		if (arc && arc != -ERANGE) {
+			fprintf(stderr, "bench_alloc: al_choose: %s\n", strerror(-arc));
+			return 1;
+		}
+		for (size_t i = 0; i < nmats; i++) {
+			mats[i].chosen = pick[i];
+			free(pp[i]);
+		}
+		free(pp);
+		free(np);
+		free(pick);
+	}
+	for (size_t i = 0; i < nmats; i++)
+		plan_bytes += (double)at[i].bytes / mats[i].pts[mats[i].chosen].ratio;
 
 	double stored = 0, oe = 0, de = 0;
 	size_t off_target = 0;
 	for (size_t i = 0; i < nmats; i++) {
 		mat *m = &mats[i];
-		if (m->rc && m->rc != -ERANGE) {
-			fprintf(stderr, "%s: dq_plan: %s\n", m->t->name, strerror(-m->rc));
-			return 1;
-		}
-		off_target += m->rc == -ERANGE;
-		stored += (double)m->st.bytes;
-		oe += (double)at[i].bytes * m->st.output_rel_err;
-		de += (double)at[i].bytes * m->st.delta_rel_err;
+		const pt *q = &m->pts[m->chosen];
+		off_target += order == AL_UNIFORM && q->rc == -ERANGE;
+		stored += (double)q->st.bytes;
+		oe += (double)at[i].bytes * q->st.output_rel_err;
+		de += (double)at[i].bytes * q->st.delta_rel_err;
 		if (verbose)
-			printf("  %-44s score %8.5f ratio %7.2f got %7.2f bits %6.3f out %.5f delta %.4f "
-			       "g=%u keep=%u bits=%u q=%u%s\n", m->t->name, at[i].score, r[i],
-			       (double)at[i].bytes / (double)m->st.bytes, m->st.bits_per_weight,
-			       m->st.output_rel_err, m->st.delta_rel_err, m->p.group, m->p.keep, m->p.bits,
-			       m->p.quant, m->rc ? " off-target" : "");
+			printf("  %-44s score %8.5f w %6.3f ratio %7.2f got %7.2f bits %6.3f out %.5f "
+			       "delta %.4f g=%u keep=%u bits=%u q=%u%s\n", m->t->name, at[i].score,
+			       order == AL_UNIFORM ? 1 : w[i], q->ratio,
+			       (double)at[i].bytes / (double)q->st.bytes, q->st.bits_per_weight,
+			       q->st.output_rel_err, q->st.delta_rel_err, q->p.group, q->p.keep, q->p.bits,
+			       q->p.quant, q->rc ? " off-target" : "");
 	}
 	printf("matrices %zu orig %.0f planned %.3f achieved %.3f out_err %.6f delta_err %.5f "
 	       "off_target %zu%s\n", nmats, orig, orig / plan_bytes, orig / stored, oe / orig, de / orig,

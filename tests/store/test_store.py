@@ -428,14 +428,27 @@ def case_alloc(tmp):
     imp = os.path.join(tmp, "imp.json")
     with open(imp, "w") as fh:
         json.dump({"model.layers.0": 1.0, "model.layers.1": 0.0}, fh)
-    run(ADD, "-q", st, "lim", f, "--base", "b", "--codec", "deltadq", "--ratio", "32",
-        "--importance", imp)
+    # The allocation weighs each matrix's measured error-per-byte curve by its score (alloc.h),
+    # so a high score does not outrank a steeper curve; what it must do is move bits towards the
+    # scored matrices: every layer-0 matrix gets at least the bits it gets with the scores
+    # reversed, every layer-1 matrix at most, and layer 1 fewer in all (here layer 0 sits at
+    # the ladder's floor, 2R, in both runs: its curves are the flatter).
     bits = {}
-    for l in run(DFS, "info", st, "lim").stdout.splitlines():
-        w = l.split()
-        if "deltadq" in w and w[0].startswith("model.layers."):
-            bits.setdefault(w[0].split(".")[2], []).append(float(w[w.index("deltadq") + 7]))
-    assert min(bits["0"]) > max(bits["1"]), bits
+    for order in ("importance", "reversed"):
+        run(ADD, "-q", st, "lim-" + order, f, "--base", "b", "--codec", "deltadq", "--ratio", "32",
+            "--importance", imp, "--alloc", order)
+        for l in run(DFS, "info", st, "lim-" + order).stdout.splitlines():
+            w = l.split()
+            if "deltadq" in w and w[0].startswith("model.layers."):
+                bits[order, w[0]] = float(w[w.index("deltadq") + 7])
+    names = sorted({n for _, n in bits})
+    assert names and all(("reversed", n) in bits for n in names), bits
+    layer = {n: n.split(".")[2] for n in names}
+    for n in names:
+        up, down = bits["importance", n], bits["reversed", n]
+        assert (up >= down) if layer[n] == "0" else (up <= down), (n, up, down, bits)
+    l1 = [n for n in names if layer[n] == "1"]
+    assert sum(bits["importance", n] for n in l1) < sum(bits["reversed", n] for n in l1), bits
     with open(imp, "w") as fh:
         fh.write('{"a": 1, "a": 2}')
     r = run(ADD, "-q", st, "bad", f, "--base", "b", "--codec", "deltadq", "--ratio", "32",
