@@ -21,7 +21,8 @@ static const char usage_text[] =
 	"\n"
 	"commands:\n"
 	"  init STORE                 create an empty store (deltafs-add also creates one)\n"
-	"  ls STORE                   list checkpoints: name, base, size, stored, ratio\n"
+	"  ls STORE [--bytes]         list checkpoints: name, base, size, stored, ratio\n"
+	"                             (--bytes: sizes in bytes)\n"
 	"  info STORE NAME            per file and tensor: dtype, shape, codec, sizes, ratio\n"
 	"  rm STORE NAME              remove a checkpoint (refused while others use it as base)\n"
 	"  gc STORE                   free blobs no checkpoint uses (after rm, or a failed add)\n"
@@ -67,7 +68,16 @@ static int cmd_init(const char *dir)
 	return 0;
 }
 
-static int cmd_ls(const char *dir)
+/* Sizes for people, or exact bytes (--bytes) for scripts: the human form keeps 3 digits. */
+static const char *ls_size(uint64_t n, int bytes, char buf[32])
+{
+	if (!bytes)
+		return cli_size(n, buf);
+	snprintf(buf, 32, "%llu", (unsigned long long)n);
+	return buf;
+}
+
+static int cmd_ls(const char *dir, int bytes)
 {
 	store *s;
 	MDB_txn *txn;
@@ -101,7 +111,8 @@ static int cmd_ls(const char *dir)
 		time_t t = (time_t)(m->ctime_ns / 1000000000);
 		strftime(when, sizeof when, "%Y-%m-%d %H:%M", localtime(&t));
 		printf("%-32s %-24s %12s %12s %7.2fx %s\n", m->name, *m->base ? m->base : "-",
-		       cli_size(l, a), cli_size(st, b), st ? (double)l / (double)st : 0.0, when);
+		       ls_size(l, bytes, a), ls_size(st, bytes, b),
+		       st ? (double)l / (double)st : 0.0, when);
 		tl += l;
 		ts += st;
 		mf_free(m);
@@ -110,7 +121,7 @@ static int cmd_ls(const char *dir)
 	store_usage(s, &used, &fsize);
 	char a[32], b[32], c[32];
 	printf("%zu checkpoint%s, %s logical, %s in chunks; store file %s\n", n, n == 1 ? "" : "s",
-	       cli_size(tl, a), cli_size(ts, b), cli_size(fsize, c));
+	       ls_size(tl, bytes, a), ls_size(ts, bytes, b), ls_size(fsize, bytes, c));
 	store_names_free(names, n);
 	store_txn_end(s, txn);
 	store_close(s);
@@ -342,11 +353,13 @@ int main(int argc, char **argv)
 		return argc < 2 ? 2 : 0;
 	}
 	const char *cmd = argv[1];
-	int force = 0, n = 0;
+	int force = 0, bytes = 0, n = 0;
 	const char *arg[4] = {0};
 	for (int i = 2; i < argc; i++) {
 		if (!strcmp(argv[i], "--force")) {
 			force = 1;
+		} else if (!strcmp(argv[i], "--bytes")) {
+			bytes = 1;
 		} else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
 			fputs(usage_text, stdout);
 			return 0;
@@ -359,7 +372,7 @@ int main(int argc, char **argv)
 	if (!strcmp(cmd, "init") && n == 1)
 		return cmd_init(arg[0]);
 	if (!strcmp(cmd, "ls") && n == 1)
-		return cmd_ls(arg[0]);
+		return cmd_ls(arg[0], bytes);
 	if (!strcmp(cmd, "info") && n == 2)
 		return cmd_info(arg[0], arg[1]);
 	if (!strcmp(cmd, "rm") && n == 2)
