@@ -333,7 +333,7 @@ int main(int argc, char **argv)
 	struct cli c = {.cache_mib = FS_DEFAULT_CACHE_MIB, .threads = FS_DEFAULT_THREADS,
 			.prefetch = UINT_MAX, .read_ahead_kb = FS_MAX_READ >> 10};
 	int status_fd = -1, rc = 1;
-	/* Chunk buffers (256 KiB-1 MiB) come and go with the cache. glibc's dynamic mmap threshold
+	/* Chunk buffers (128 KiB-1 MiB) come and go with the cache. glibc's dynamic mmap threshold
 	 * would soon move them onto per-thread heaps, where freed chunks stay resident: RssAnon
 	 * reached 475 MiB under cache_size=256 (tests/bench/bench_mount.sh). A fixed threshold keeps
 	 * each one its own mapping, returned to the kernel when the cache drops it. */

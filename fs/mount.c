@@ -25,8 +25,55 @@
 static pthread_key_t cx_key;
 static pthread_once_t cx_once = PTHREAD_ONCE_INIT;
 
+/* And a buffer where the base bytes under a chunk that does not line up with its base's (a DeltaDQ
+ * fine-tune's ~256 KiB of rows over a lossless base's 128 KiB chunks) are put together. */
+static pthread_key_t span_key;
+
+typedef struct span_buf {
+	size_t cap;
+	uint8_t *p;
+} span_buf;
+
 static void cx_destroy(void *p) { cx_ctx_free(p); }
-static void cx_key_make(void) { pthread_key_create(&cx_key, cx_destroy); }
+static void span_destroy(void *p)
+{
+	if (p)
+		free(((span_buf *)p)->p);
+	free(p);
+}
+static void cx_key_make(void)
+{
+	pthread_key_create(&cx_key, cx_destroy);
+	pthread_key_create(&span_key, span_destroy);
+}
+
+/* Take this thread's span buffer, grown to n bytes, out of its slot while it is in use: loading
+ * the base chunks may load other chunks on this thread (a base chain), and those must not get the
+ * same buffer. Give it back with span_put. NULL: out of memory. */
+static span_buf *span_take(size_t n)
+{
+	span_buf *b = pthread_getspecific(span_key);
+	if (b)
+		pthread_setspecific(span_key, NULL);
+	else if (!(b = calloc(1, sizeof *b)))
+		return NULL;
+	if (b->cap < n) {
+		uint8_t *p = realloc(b->p, n);
+		if (!p) {
+			span_destroy(b);
+			return NULL;
+		}
+		b->p = p;
+		b->cap = n;
+	}
+	return b;
+}
+
+static void span_put(span_buf *b)
+{
+	if (b && (pthread_getspecific(span_key) || pthread_setspecific(span_key, b)))
+		span_destroy(b);
+}
 
 static cx_ctx *thread_cx(void)
 {
@@ -93,29 +140,63 @@ typedef struct load_arg {
 	uint32_t f, sg, c;
 } load_arg;
 
+/* The base bytes under chunk a->c of a segment with a base: the base chunk itself from the cache
+ * when the two line up (*ref holds it), else the overlapping parts of the base chunks put together
+ * in a span buffer (*span holds it). */
+static int load_base(const load_arg *a, const mf_seg *seg, size_t len, fc_chunk **ref,
+		     span_buf **span, const void **out)
+{
+	const mf_seg *b = rd_base_seg(a->ck, a->f, a->sg);
+	uint32_t bf = (uint32_t)seg->base_file, bs = (uint32_t)seg->base_seg, first, last;
+	uint64_t off = (uint64_t)a->c * seg->chunk_size;
+	int rc;
+	rd_base_span(a->ck, a->f, a->sg, a->c, &first, &last);
+	if (first == last && off == (uint64_t)first * b->chunk_size && len == rd_chunk_len(b, first)) {
+		if ((rc = fs_chunk_get(a->m, a->s, a->ck->base, bf, bs, first, ref)))
+			return rc;
+		*out = fc_data(*ref);
+		return 0;
+	}
+	if (!(*span = span_take(len)))
+		return -ENOMEM;
+	for (uint32_t i = first; i <= last; i++) {
+		uint64_t bo = (uint64_t)i * b->chunk_size, lo = bo > off ? bo : off;
+		uint64_t hi = bo + rd_chunk_len(b, i) < off + len ? bo + rd_chunk_len(b, i) : off + len;
+		fc_chunk *e;
+		if ((rc = fs_chunk_get(a->m, a->s, a->ck->base, bf, bs, i, &e)))
+			return rc;
+		memcpy((*span)->p + (lo - off), (const uint8_t *)fc_data(e) + (lo - bo), hi - lo);
+		fc_put(a->m->cache, e);
+	}
+	*out = (*span)->p;
+	return 0;
+}
+
 static int load_chunk(void *arg, void *dst, size_t len)
 {
 	const load_arg *a = arg;
 	const mf_seg *seg = &a->ck->mf->files[a->f].segs[a->sg];
-	fc_chunk *base = NULL;
-	int rc;
-	(void)len; /* == rd_chunk_len(seg, c): fs_chunk_get sized the entry */
-	if (seg->base_file >= 0 &&
-	    (rc = fs_chunk_get(a->m, a->s, a->ck->base, (uint32_t)seg->base_file,
-			       (uint32_t)seg->base_seg, a->c, &base)))
+	fc_chunk *ref = NULL;
+	span_buf *span = NULL;
+	const void *base = NULL;
+	int rc = 0;
+	/* len == rd_chunk_len(seg, c): fs_chunk_get sized the entry */
+	if (seg->base_file >= 0 && (rc = load_base(a, seg, len, &ref, &span, &base))) {
+		span_put(span);
 		return rc;
+	}
 	cx_ctx *cx = thread_cx();
 	MDB_txn *txn;
 	df_err e;
 	if (!cx) {
 		rc = df_errf(&e, -ENOMEM, "out of memory for a codec context");
 	} else if (!(rc = ft_txn_get(a->s, &txn, &e))) {
-		rc = rd_decode_chunk(cx, a->m->st, txn, a->ck, a->f, a->sg, a->c,
-				     base ? fc_data(base) : NULL, dst, &e);
+		rc = rd_decode_chunk(cx, a->m->st, txn, a->ck, a->f, a->sg, a->c, base, dst, &e);
 		ft_txn_put(a->s, txn);
 	}
-	if (base)
-		fc_put(a->m->cache, base);
+	if (ref)
+		fc_put(a->m->cache, ref);
+	span_put(span);
 	if (rc) {
 		fs_log(LOG_ERR, "%s", e.msg);
 		rc = rc == -ENOMEM ? -ENOMEM : -EIO;

@@ -39,10 +39,16 @@
 #include "reader.h"
 #include "safetensors.h"
 
-/* 256 KiB: on charlm (F32) and generated BF16 pairs, tests/bench/bench_chunk shows the ratio within
- * ~1% of 1 MiB chunks, while a 128 KiB read (the kernel's readahead unit over FUSE) decodes at most
- * twice what it asked for. */
-const uint32_t ING_CHUNK_DEFAULT = 256u << 10;
+/* 128 KiB: on charlm (F32) and generated BF16 pairs, tests/bench/bench_chunk shows the ratio flat
+ * (within 1.5%) from 64 KiB to 4 MiB chunks, so the size is set by reads. A cold random 128 KiB
+ * read of a lossless fine-tune decodes every chunk it touches and the base chunk under each: 1.5
+ * chunks of 256 KiB on average (x2 with the base), 2 of 128 KiB, 2.9 of 64 KiB. Through the mount,
+ * 1 GB pair, 1000 cold random 128 KiB preads, medians of 3 rounds: 256 KiB 127 MB/s, 128 KiB 175,
+ * 64 KiB 181 (squashfuse 80-92 in the same runs); but each blob wastes half an LMDB page on
+ * average, and the store file of the pair grew from 1.08 GB (256 KiB) to 1.10 (128 KiB) and 1.16
+ * (64 KiB). A DeltaDQ fine-tune keeps its ~256 KiB chunks of whole rows (dq_chunk_rows: fewer
+ * per-blob headers and level tables), over 2-3 of the base's (rd_decode_base). */
+const uint32_t ING_CHUNK_DEFAULT = 128u << 10;
 
 #define ING_BATCH_BYTES (32u << 20) /* blob bytes a worker buffers before one write txn */
 #define ING_MAX_FILES 100000
@@ -307,26 +313,29 @@ static int same_shape(const mf_seg *a, const st_tensor *t)
 	return 1;
 }
 
-/* Chunks of a float matrix hold whole rows (dq_chunk_rows of them), so that a DeltaDQ fine-tune,
- * whose blobs are made of rows, can later line up with a base stored today. Other tensors, and
- * matrices whose rows are too long to batch sensibly, use the flat chunk size. */
-static uint32_t tensor_chunk(const st_tensor *t, uint32_t flat)
-{
-	unsigned es = dt_size(t->dtype);
-	if (t->ndim != 2 || !(t->dtype == DT_F32 || t->dtype == DT_F16 || t->dtype == DT_BF16) ||
-	    !t->shape[1] || t->shape[1] > (4u << 20) / es)
-		return flat;
-	return (uint32_t)(dq_chunk_rows(t->shape[1], es) * t->shape[1] * es);
-}
-
-/* DeltaDQ applies to a float matrix with a base whose chunks hold the rows dq_chunk_rows says. */
+/* DeltaDQ applies to a float matrix with a base counterpart. Its chunks hold dq_chunk_rows whole
+ * rows (seg_rechunk), whatever the base's chunks: the reader puts the base bytes under each
+ * together (rd_decode_base). */
 static int dq_eligible(const mf_seg *sg)
 {
-	if (sg->base_file < 0 || sg->ndim != 2 || !sg->shape[0] || !sg->shape[1] ||
-	    !(sg->dtype == DT_F32 || sg->dtype == DT_F16 || sg->dtype == DT_BF16))
-		return 0;
-	uint64_t rowb = sg->shape[1] * dt_size(sg->dtype);
-	return sg->chunk_size == dq_chunk_rows(sg->shape[1], dt_size(sg->dtype)) * rowb;
+	return sg->base_file >= 0 && sg->ndim == 2 && sg->shape[0] && sg->shape[1] &&
+	       (sg->dtype == DT_F32 || sg->dtype == DT_F16 || sg->dtype == DT_BF16) &&
+	       dq_chunk_rows(sg->shape[1], dt_size(sg->dtype)) * sg->shape[1] *
+			       dt_size(sg->dtype) <= UINT32_MAX;
+}
+
+/* Give segment sg chunks of cs bytes (it had the base's: a DeltaDQ fine-tune's are larger). */
+static int seg_rechunk(mf_seg *sg, uint32_t cs)
+{
+	uint32_t n = sg->len ? (uint32_t)((sg->len - 1) / cs + 1) : 0;
+	mf_chunk *c = realloc(sg->chunks, (n ? n : 1) * sizeof *c);
+	if (!c)
+		return -ENOMEM;
+	memset(c, 0, (n ? n : 1) * sizeof *c);
+	sg->chunks = c;
+	sg->chunk_size = cs;
+	sg->nchunks = n;
+	return 0;
 }
 
 /* A lossy (palette) base: float tensors of 2 or more dimensions; norms and biases stay exact. */
@@ -337,7 +346,7 @@ static int pal_eligible(const mf_seg *sg)
 }
 
 static int build_manifest(manifest *m, in_file *in, size_t nin, const rd_ckpt *base,
-			  uint32_t chunk_size, int rowalign, uint64_t *matched, df_err *err)
+			  uint32_t chunk_size, uint64_t *matched, df_err *err)
 {
 	size_t nref = 0;
 	base_ref *refs = NULL;
@@ -378,7 +387,7 @@ static int build_manifest(manifest *m, in_file *in, size_t nin, const rd_ckpt *b
 					hit = NULL;
 			}
 			uint32_t cs = hit ? base->mf->files[hit->f].segs[hit->s].chunk_size
-					  : rowalign ? tensor_chunk(st, chunk_size) : chunk_size;
+					  : chunk_size;
 			rc = seg_init(sg, MF_TENSOR, x->st.data_start + st->begin, st->end - st->begin,
 				      st->name, cs);
 			if (rc)
@@ -613,9 +622,8 @@ static int dq_plan_unit(worker *w, const unit *u, df_err *err)
 	int rc = base && X ? 0 : df_errf(err, -ENOMEM, "out of memory");
 	if (!rc && !(rc = store_rtxn(j->s, &txn, err))) {
 		for (uint32_t c = 0; !rc && c < sg->nchunks; c++)
-			rc = rd_decode_chunk_full(w->cx, j->s, txn, j->base, (uint32_t)sg->base_file,
-						  (uint32_t)sg->base_seg, c,
-						  base + (uint64_t)c * sg->chunk_size, err);
+			rc = rd_decode_base(w->cx, j->s, txn, j->base, sg, c,
+					    base + (uint64_t)c * sg->chunk_size, err);
 		store_txn_end(j->s, txn);
 	}
 	dq_stats st = {0};
@@ -711,8 +719,7 @@ static int encode_unit(worker *w, const unit *u, df_err *err)
 		MDB_txn *txn;
 		if ((rc = store_rtxn(j->s, &txn, err)))
 			return rc;
-		rc = rd_decode_chunk_full(w->cx, j->s, txn, j->base, (uint32_t)sg->base_file,
-					  (uint32_t)sg->base_seg, u->c, w->basebuf, err);
+		rc = rd_decode_base(w->cx, j->s, txn, j->base, sg, u->c, w->basebuf, err);
 		store_txn_end(j->s, txn);
 		if (rc)
 			return rc;
@@ -943,9 +950,8 @@ static int allocate(job *j, df_err *err)
 				rc = df_errf(err, -ENOMEM, "out of memory");
 			else if (!(rc = store_rtxn(j->s, &txn, err))) {
 				for (uint32_t c = 0; !rc && same && c < sg->nchunks; c++) {
-					rc = rd_decode_chunk_full(cx, j->s, txn, j->base,
-								  (uint32_t)sg->base_file,
-								  (uint32_t)sg->base_seg, c, buf, err);
+					rc = rd_decode_base(cx, j->s, txn, j->base, sg, c,
+							    buf, err);
 					same = !rc && !memcmp(buf, src + (uint64_t)c * sg->chunk_size,
 							      rd_chunk_len(sg, c));
 				}
@@ -1062,7 +1068,7 @@ int ing_add(store *s, const char *name, const char *path, const ing_opts *o, ing
 		goto out;
 	}
 	uint32_t cs = o->chunk_size ? o->chunk_size : ING_CHUNK_DEFAULT;
-	if ((rc = build_manifest(m, in, nin, base, cs, !o->chunk_size, &res->matched, err)))
+	if ((rc = build_manifest(m, in, nin, base, cs, &res->matched, err)))
 		goto out;
 
 	size_t nunits = 0, k = 0;
@@ -1080,12 +1086,18 @@ int ing_add(store *s, const char *name, const char *path, const ing_opts *o, ing
 		}
 		for (uint32_t t = 0; t < f->nsegs; t++) {
 			mf_seg *sg = &f->segs[t];
-			nunits += sg->nchunks;
 			if ((dq && dq_eligible(sg)) || (pal && pal_eligible(sg))) {
 				sg->codec = dq ? CX_DELTADQ : CX_PALETTE;
 				plan_bytes += sg->len;
 				nunits++;
+				if (dq && seg_rechunk(sg, (uint32_t)(dq_chunk_rows(sg->shape[1],
+							dt_size(sg->dtype)) * sg->shape[1] *
+							dt_size(sg->dtype)))) {
+					rc = df_errf(err, -ENOMEM, "out of memory");
+					goto out;
+				}
 			}
+			nunits += sg->nchunks;
 		}
 	}
 	j.units = malloc((nunits ? nunits : 1) * sizeof *j.units);

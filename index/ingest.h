@@ -36,9 +36,8 @@ typedef struct ing_opts {
 	int threads;         /* encoder threads; 0 = number of CPUs */
 	int replace;         /* replace an existing checkpoint of the same name */
 	int level;           /* zstd level; 0 = ING_LEVEL_DEFAULT */
-	uint32_t chunk_size; /* 0 = ING_CHUNK_DEFAULT, and float matrices in chunks of whole rows
-				(dq_chunk_rows); else this size for everything. Tensors matched
-				with a base always take the base tensor's chunk size. */
+	uint32_t chunk_size; /* 0 = ING_CHUNK_DEFAULT. Tensors matched with a base take the base
+				tensor's chunk size, except DeltaDQ matrices (dq_chunk_rows rows). */
 	int codec;           /* CX_LOSSLESS (0 = the same); CX_DELTADQ: DeltaDQ for float
 				matrices with a base; CX_PALETTE: a lossy base, float tensors of
 				2+ dimensions as palettes of 2^pal_bits values. The rest stays

@@ -31,7 +31,7 @@ static int load(store *s, MDB_txn *txn, const char *name, int depth, rd_ckpt **o
 			if ((uint32_t)sg->base_file < ck->base->mf->nfiles &&
 			    (uint32_t)sg->base_seg < ck->base->mf->files[sg->base_file].nsegs)
 				b = &ck->base->mf->files[sg->base_file].segs[sg->base_seg];
-			if (!b || b->len != sg->len || b->chunk_size != sg->chunk_size)
+			if (!b || b->len != sg->len)
 				rc = df_errf(err, -EBADMSG, "%s: checkpoint \"%s\" file \"%s\" tensor "
 					     "\"%s\": its base segment in \"%s\" is missing or of "
 					     "another size", store_path(s), name, f->path, sg->name,
@@ -107,17 +107,63 @@ int rd_decode_chunk(cx_ctx *cx, store *s, MDB_txn *txn, const rd_ckpt *ck, uint3
 	return 0;
 }
 
+/* The base chunks [*first, *last] under chunk c of sg (which has base segment b). */
+static void base_span(const mf_seg *sg, const mf_seg *b, uint32_t c, uint32_t *first,
+		      uint32_t *last)
+{
+	uint64_t off = (uint64_t)c * sg->chunk_size, end = off + rd_chunk_len(sg, c);
+	*first = (uint32_t)(off / b->chunk_size);
+	*last = (uint32_t)((end - 1) / b->chunk_size);
+}
+
+void rd_base_span(const rd_ckpt *ck, uint32_t f, uint32_t s_, uint32_t c, uint32_t *first,
+		  uint32_t *last)
+{
+	base_span(&ck->mf->files[f].segs[s_], rd_base_seg(ck, f, s_), c, first, last);
+}
+
 void rd_hint_chunk(store *s, MDB_txn *txn, const rd_ckpt *ck, uint32_t f, uint32_t s_, uint32_t c)
 {
-	for (; ck; ck = ck->base) {
-		const mf_seg *sg = &ck->mf->files[f].segs[s_];
-		if (sg->chunks[c].flags != MF_CHUNK_SAME)
-			store_blob_hint(s, txn, sg->chunks[c].hash);
-		if (sg->base_file < 0)
-			return;
-		f = (uint32_t)sg->base_file;
-		s_ = (uint32_t)sg->base_seg;
+	const mf_seg *sg = &ck->mf->files[f].segs[s_];
+	uint32_t first, last;
+	if (sg->chunks[c].flags != MF_CHUNK_SAME)
+		store_blob_hint(s, txn, sg->chunks[c].hash);
+	if (sg->base_file < 0 || !rd_chunk_len(sg, c))
+		return;
+	rd_base_span(ck, f, s_, c, &first, &last);
+	for (uint32_t i = first; i <= last; i++)
+		rd_hint_chunk(s, txn, ck->base, (uint32_t)sg->base_file, (uint32_t)sg->base_seg, i);
+}
+
+int rd_decode_base(cx_ctx *cx, store *s, MDB_txn *txn, const rd_ckpt *bck, const mf_seg *sg,
+		   uint32_t c, void *dst, df_err *err)
+{
+	const mf_seg *b = &bck->mf->files[sg->base_file].segs[sg->base_seg];
+	uint64_t off = (uint64_t)c * sg->chunk_size;
+	size_t n = rd_chunk_len(sg, c), done = 0;
+	uint8_t *part = NULL;
+	uint32_t first, last;
+	int rc = 0;
+	if (!n)
+		return 0;
+	base_span(sg, b, c, &first, &last);
+	for (uint32_t i = first; !rc && i <= last; i++) {
+		uint64_t bo = (uint64_t)i * b->chunk_size;
+		size_t bn = rd_chunk_len(b, i), skip = off + done > bo ? (size_t)(off + done - bo) : 0;
+		size_t take = bn - skip < n - done ? bn - skip : n - done;
+		if (!skip && take == bn) { /* whole: straight into place */
+			rc = rd_decode_chunk_full(cx, s, txn, bck, (uint32_t)sg->base_file,
+						  (uint32_t)sg->base_seg, i, (uint8_t *)dst + done, err);
+		} else if (!part && !(part = malloc(b->chunk_size))) {
+			rc = df_errf(err, -ENOMEM, "out of memory");
+		} else if (!(rc = rd_decode_chunk_full(cx, s, txn, bck, (uint32_t)sg->base_file,
+						      (uint32_t)sg->base_seg, i, part, err))) {
+			memcpy((uint8_t *)dst + done, part + skip, take);
+		}
+		done += take;
 	}
+	free(part);
+	return rc;
 }
 
 int rd_decode_chunk_full(cx_ctx *cx, store *s, MDB_txn *txn, const rd_ckpt *ck, uint32_t f,
@@ -129,8 +175,7 @@ int rd_decode_chunk_full(cx_ctx *cx, store *s, MDB_txn *txn, const rd_ckpt *ck, 
 	void *base = malloc(rd_chunk_len(sg, c));
 	if (!base)
 		return df_errf(err, -ENOMEM, "out of memory");
-	int rc = rd_decode_chunk_full(cx, s, txn, ck->base, (uint32_t)sg->base_file,
-				      (uint32_t)sg->base_seg, c, base, err);
+	int rc = rd_decode_base(cx, s, txn, ck->base, sg, c, base, err);
 	if (!rc)
 		rc = rd_decode_chunk(cx, s, txn, ck, f, s_, c, base, dst, err);
 	free(base);

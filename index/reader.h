@@ -42,16 +42,29 @@ static inline size_t rd_chunk_len(const mf_seg *seg, uint32_t c)
 /* The base segment of segment (f, s) of ck, or NULL if it has none. */
 const mf_seg *rd_base_seg(const rd_ckpt *ck, uint32_t f, uint32_t s);
 
-/* Decode chunk c of segment (f, s) of ck into dst (rd_chunk_len bytes). base: the decoded base chunk
- * (rd_chunk_len bytes of chunk c of rd_base_seg) if the segment has a base, else NULL. The blob is
+/* Decode chunk c of segment (f, s) of ck into dst (rd_chunk_len bytes). base: the decoded base bytes
+ * under that chunk (rd_chunk_len bytes, as rd_decode_base gives) if the segment has a base, else NULL. The blob is
  * read zero-copy from txn's map and hash-checked. Returns 0, -EIO (bad hash or missing blob),
  * -EBADMSG (blob does not decode) or -ENOMEM; err says which checkpoint/file/tensor. */
 int rd_decode_chunk(cx_ctx *cx, store *s, MDB_txn *txn, const rd_ckpt *ck, uint32_t f, uint32_t s_,
 		    uint32_t c, const void *base, void *dst, df_err *err);
 
+/* The chunks [*first, *last] of segment (f, s)'s base segment that chunk c of it overlaps (the
+ * segment has a base and chunk c is not empty). */
+void rd_base_span(const rd_ckpt *ck, uint32_t f, uint32_t s_, uint32_t c, uint32_t *first,
+		  uint32_t *last);
+
 /* Ask the kernel to start reading the blobs that chunk c of segment (f, s) of ck needs, its own and
  * its base chain's (store_blob_hint), so that decoding it later does not wait on the disk. */
 void rd_hint_chunk(store *s, MDB_txn *txn, const rd_ckpt *ck, uint32_t f, uint32_t s_, uint32_t c);
+
+/* Decode the base bytes under chunk c of segment sg of a checkpoint whose base is bck (sg has a
+ * base: segment (sg->base_file, sg->base_seg) of bck, of the same length) into dst
+ * (rd_chunk_len(sg, c) bytes): from the base chunks that overlap that span, each decoded through
+ * its own chain. Chunk sizes need not match: a DeltaDQ fine-tune's chunks hold ~256 KiB of whole
+ * rows (dq_chunk_rows), a lossless base's 128 KiB; a lossless fine-tune takes its base's sizes. */
+int rd_decode_base(cx_ctx *cx, store *s, MDB_txn *txn, const rd_ckpt *bck, const mf_seg *sg,
+		   uint32_t c, void *dst, df_err *err);
 
 /* Decode chunk c of segment (f, s), resolving the base chain recursively with malloc'd scratch. */
 int rd_decode_chunk_full(cx_ctx *cx, store *s, MDB_txn *txn, const rd_ckpt *ck, uint32_t f,

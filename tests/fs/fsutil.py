@@ -198,7 +198,7 @@ def st_memmap(path):
     return out
 
 
-def boundaries(path, chunk=256 << 10):
+def boundaries(path, chunk=128 << 10):
     """Offsets where reads are likely to go wrong: header end, every tensor's start and end, and
     the chunk boundaries inside tensors (chunk: deltafs-add's default chunk size)."""
     h, start = st_header(path)

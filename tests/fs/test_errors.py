@@ -64,8 +64,9 @@ def damaged_blob(w, rng):
     src = os.path.join(w, "noisy", "noise.safetensors")
     start, noise = write_noise_model(src, rng)
     fu.add(store, "noisy", src)
-    # Flip one byte inside the second chunk's blob (chunk = 256 KiB).
-    needle = noise[(1 << 18) + 1000:(1 << 18) + 1064]
+    # Flip one byte inside the second chunk's blob (ingest's default chunk: 128 KiB).
+    chunk = 128 << 10
+    needle = noise[chunk + 1000:chunk + 1064]
     data = os.path.join(store, "data.mdb")
     with open(data, "r+b") as f:
         buf = f.read()
@@ -82,7 +83,7 @@ def damaged_blob(w, rng):
             # The kernel reads whole pages: the pages holding any byte of chunk 1 fail, the
             # others (both sides of it) read right.
             page = os.sysconf("SC_PAGE_SIZE")
-            c1, c2 = start + (1 << 18), start + (2 << 18)
+            c1, c2 = start + chunk, start + 2 * chunk
             lo, hi = c1 // page * page, -(-c2 // page) * page
             for off, n in ((0, 4096), (lo - 100, 100), (hi, 5000)):
                 assert os.pread(fd, n, off) == orig[off:off + n], (off, n)
