@@ -6,9 +6,12 @@
  * (k-means sorts a copy of its values in slot 2); level indices go to slot 1; the planes are
  * packed in slot 2 and zstd-compressed into the blob (the alternative split in slot 3, the smaller
  * kept). Decode: planes into slot 0 (raw ones copied, so the bit reader may over-read 8 zero
- * bytes), indices unpacked into slot 1 by width-specialised loops, level tables into slot 2, then
- * row by row (dense mode) the kept levels are scattered into a float row in slot 3 (-0.0 where
- * nothing is kept) and one vector pass writes round(base + row) or the base's bits. Nothing else is
+ * bytes), level tables into slot 2, then row by row (dense mode) the row's kept level values are
+ * read straight from the planes into a float array in slot 3 (1-bit levels 8 per plane byte by a
+ * vector select; no index array), and either (dense) scattered into a float row there (-0.0 where
+ * nothing is kept) for one vector pass that writes round(base + row) or the base's bits, or
+ * (sparse, at most DQ_SPARSE_MAX64 of 64 kept) the base row is copied and only the kept elements
+ * are rounded in; support mode unpacks indices into slot 1 and goes element by element. Nothing else is
  * allocated: after the first chunk of a shape, decode runs without malloc. One chunk decodes on
  * one thread; chunks decode in parallel on as many threads as the caller runs (each its cx_ctx).
  *
@@ -57,14 +60,22 @@
  *       16x 0.00600 / 0.00592 (DARE still ahead: an i.i.d. Gaussian delta at 1 bit per weight
  *       leaves nothing but side information, and both spend ~1 bit per kept sign); 32x 0.00799 /
  *       0.00917 / 0.00818; 64x 0.00872 / 0.01279 / 0.00877; 128x 0.00903 / 0.01817 / 0.00904.
- *   - Decode: dense rows go through a float row (kept levels scattered into it, -0.0 elsewhere)
- *       and one SSE2-width pass of add + integer BF16 rounding, with the row read one row late
- *       (the scattered stores otherwise stall its vector loads); the dropout positions are
- *       computed 8 at a time in 16-bit lanes. Still slower than lossless on the 1g pair: one core,
- *       two 1g matrices (embed_tokens 32000x2048, q_proj 2048x2048), loaded machine: lossless
- *       ~850 / ~1250 MB/s; DeltaDQ 16x 554 / 1101, 32x 436 / 827, 64x 698 / 1209, 128x 750 / 2083.
- *       The remaining cost is the per-kept-element work (position list, level gather, scattered
- *       store) and a 2-byte index per element between unpack and apply.
+ *   - Decode: each row's level values come straight from the planes (the 2-byte index array
+ *       between unpack and apply is gone); a chunk keeping at most 24 of 64 (DQ_SPARSE_MAX64)
+ *       decodes sparse (memcpy the base row, round only the kept elements in), others dense
+ *       (levels scattered into a float row in element order, one SSE2-width pass of add +
+ *       integer BF16 rounding that splits even and odd elements with two shuffles and clears the
+ *       row behind it, read one row late so the scattered stores do not stall its loads). One or
+ *       two positions of a group (group 8 keep 1 at 128x) are computed in scalar code, dropped
+ *       positions (keep > half) go into a mask walked with ctz. Instructions per output byte
+ *       (callgrind, tests/bench/bench_decode, 256 KiB BF16 chunk, lossless delta 6.37), before ->
+ *       after: dq16 (no dropout, 1 bit) 17.10 -> 6.12; dq32 (group 256 keep 132) 19.35 ->
+ *       11.67; dq64 (512, 132) 8.55 -> 4.58; dq128 (512, 64) 6.34 -> 2.25. Group 8 keep 1: 15.1
+ *       -> 10.8; 128 keep 16: 6.7 -> 2.6; 128 keep 64: 12.3 -> 8.0. Still behind lossless where
+ *       about half is kept: the dropped-position mask (a read-modify-write per dropped element)
+ *       and the scatter cost ~10 instructions per kept element; and at group 8 keep 1 the key
+ *       mixing per group (~40 instructions per 8 elements). MB/s: see the report of issue 4 (the
+ *       machine is shared: timings vary 2x from run to run).
  *   - zstd level 9 for the planes: they are small (a sixteenth of the tensor or less), so ingest
  *       barely notices, and decode speed does not depend on the level.
  *   - Support mode, on SPP fine-tunes of pruned bases (scratch pairs of tests/data/genpruned.py;
@@ -282,6 +293,82 @@ AI uint64_t dq_rowkey(uint64_t seed, uint64_t row)
  * subset for L >= 16 (rms 1.2% at L = 16, kk = 4); L = 8 with kk = 2 is the worst, at rms 4%. */
 typedef uint16_t dq_u16x8 __attribute__((vector_size(16)));
 
+/* The L - kk dropped positions of a group with 2 * kk > L, as bits of m[0..(L + 63) / 64): the
+ * first L - kk values below L of sigma(0), sigma(1), ... (dq_positions lists the others). For a
+ * power-of-two L every value counts: branch-free. */
+AI void dq_dropmask(uint64_t rkey, uint64_t grp, uint32_t L, uint32_t kk, uint64_t *m)
+{
+	const uint64_t k1 = dq_mix(rkey + grp * DQ_GOLD), k2 = k1 * 0xd6e8feb86659fd93ull;
+	const uint16_t a = (uint16_t)(k1 | 1), b = (uint16_t)(k1 >> 16), c = (uint16_t)(k1 >> 32 | 1);
+	const uint16_t d = (uint16_t)(k1 >> 48), e = (uint16_t)(k2 | 1), f = (uint16_t)(k2 >> 16);
+	const uint16_t g = (uint16_t)(k2 >> 32 | 1), h = (uint16_t)(k2 >> 48);
+	const unsigned k = L > 1 ? 32 - (unsigned)__builtin_clz(L - 1) : 0, sh = (k + 1) / 2;
+	const uint16_t M = (uint16_t)((1u << k) - 1);
+	const uint32_t D = L - kk; /* dropped */
+	const dq_u16x8 step = { 8, 8, 8, 8, 8, 8, 8, 8 };
+	dq_u16x8 j8 = { 0, 1, 2, 3, 4, 5, 6, 7 };
+	uint16_t y8[8];
+
+	/* sigma of 8 consecutive j at a time in 16-bit lanes: k <= 10, and the low k bits of a sum or
+	 * product depend only on the operands' low k bits, so this is the 32-bit bijection's value */
+#define DQ_SIGMA8()                                                                                \
+	do {                                                                                       \
+		dq_u16x8 x_ = (j8 * a + b) & M;                                                    \
+		x_ ^= x_ >> sh;                                                                    \
+		x_ = (x_ * c + d) & M;                                                             \
+		x_ ^= x_ >> sh;                                                                    \
+		x_ = (x_ * e + f) & M;                                                             \
+		x_ ^= x_ >> sh;                                                                    \
+		x_ = (x_ * g + h) & M;                                                             \
+		memcpy(y8, &x_, 16);                                                               \
+		j8 += step;                                                                        \
+	} while (0)
+	/* the same, one j in 32-bit scalar arithmetic: for 1 or 2 values (the 128x plans' group of 8
+	 * keeping 1) it skips the 8 constant broadcasts, which cost more than the rounds */
+#define DQ_SIGMA1(j)                                                                               \
+	({                                                                                         \
+		uint32_t x_ = ((uint32_t)(j) * a + b) & M;                                         \
+		x_ ^= x_ >> sh;                                                                    \
+		x_ = (x_ * c + d) & M;                                                             \
+		x_ ^= x_ >> sh;                                                                    \
+		x_ = (x_ * e + f) & M;                                                             \
+		x_ ^= x_ >> sh;                                                                    \
+		(x_ * g + h) & M;                                                                  \
+	})
+	memset(m, 0, (L + 63) / 64 * sizeof *m);
+	if (L == M + 1u && D <= 2) {
+		for (uint32_t j = 0; j < D; j++) {
+			uint32_t y = DQ_SIGMA1(j);
+
+			m[y >> 6] |= 1ull << (y & 63);
+		}
+	} else if (L == M + 1u) {
+		uint32_t j = 0;
+
+		for (; j + 8 <= D; j += 8) {
+			DQ_SIGMA8();
+			for (unsigned l = 0; l < 8; l++)
+				m[y8[l] >> 6] |= 1ull << (y8[l] & 63);
+		}
+		if (j < D) {
+			DQ_SIGMA8();
+			for (unsigned l = 0; l < D - j; l++)
+				m[y8[l] >> 6] |= 1ull << (y8[l] & 63);
+		}
+	} else {
+		for (uint32_t n = 0; n < D;) {
+			DQ_SIGMA8();
+			for (unsigned l = 0; l < 8 && n < D; l++)
+				if (y8[l] < L) {
+					m[y8[l] >> 6] |= 1ull << (y8[l] & 63);
+					n++;
+				}
+		}
+	}
+#undef DQ_SIGMA8
+#undef DQ_SIGMA1
+}
+
 AI void dq_positions(uint64_t rkey, uint64_t grp, uint32_t L, uint32_t kk, uint16_t *pos)
 {
 	const uint64_t k1 = dq_mix(rkey + grp * DQ_GOLD), k2 = k1 * 0xd6e8feb86659fd93ull;
@@ -308,23 +395,34 @@ AI void dq_positions(uint64_t rkey, uint64_t grp, uint32_t L, uint32_t kk, uint1
 		memcpy(y8, &x_, 16);                                                               \
 		j8 += step;                                                                        \
 	} while (0)
+	/* the same, one j in 32-bit scalar arithmetic: for 1 or 2 values (the 128x plans' group of 8
+	 * keeping 1) it skips the 8 constant broadcasts, which cost more than the rounds */
+#define DQ_SIGMA1(j)                                                                               \
+	({                                                                                         \
+		uint32_t x_ = ((uint32_t)(j) * a + b) & M;                                         \
+		x_ ^= x_ >> sh;                                                                    \
+		x_ = (x_ * c + d) & M;                                                             \
+		x_ ^= x_ >> sh;                                                                    \
+		x_ = (x_ * e + f) & M;                                                             \
+		x_ ^= x_ >> sh;                                                                    \
+		(x_ * g + h) & M;                                                                  \
+	})
 	if (2 * kk > L) { /* mark the L - kk dropped ones, list the others in ascending order */
 		uint64_t m[DQ_GROUP_MAX / 64];
 
-		memset(m, 0, (L + 63) / 64 * sizeof *m);
-		for (uint32_t n = 0; n < L - kk;) {
-			DQ_SIGMA8();
-			for (unsigned l = 0; l < 8 && n < L - kk; l++)
-				if (y8[l] < L) {
-					m[y8[l] >> 6] |= 1ull << (y8[l] & 63);
-					n++;
-				}
-		}
+		dq_dropmask(rkey, grp, L, kk, m);
 		for (uint32_t w = 0, n = 0; w < (L + 63) / 64; w++) {
 			uint64_t kept = ~m[w] & (L - 64 * w >= 64 ? ~0ull : (1ull << (L - 64 * w)) - 1);
 
 			for (; kept; kept &= kept - 1)
 				pos[n++] = (uint16_t)(64 * w + (uint32_t)__builtin_ctzll(kept));
+		}
+	} else if (kk <= 2) { /* scalar: 1 or 2 values (with rejection when L is not a power of 2) */
+		for (uint32_t j = 0, n = 0; n < kk; j++) {
+			uint32_t y = DQ_SIGMA1(j);
+
+			if (y < L)
+				pos[n++] = (uint16_t)y;
 		}
 	} else if (L == M + 1u) { /* every sigma(j) < L; pos has room for kk rounded up to 8 */
 		for (uint32_t j = 0; j < kk; j += 8) {
@@ -340,6 +438,7 @@ AI void dq_positions(uint64_t rkey, uint64_t grp, uint32_t L, uint32_t kk, uint1
 		}
 	}
 #undef DQ_SIGMA8
+#undef DQ_SIGMA1
 }
 
 /* ---- the header ------------------------------------------------------------------------------ */
@@ -1164,16 +1263,6 @@ typedef float dq_f32x4 __attribute__((vector_size(16)));
 typedef uint32_t dq_u32x4 __attribute__((vector_size(16)));
 typedef int32_t dq_i32x4 __attribute__((vector_size(16)));
 
-/* Where element c of a row sits in the float row d that dq_addrow reads: BF16 rows are read 8
- * elements (16 bytes, 4 u32 lanes) at a time, the even elements of a block from its first 4
- * floats and the odd ones from the next 4, so a lane's two BF16 halves widen to float with a
- * shift and a mask and narrow back with a shift and an or: no shuffle. The tail past the last
- * full block, and other dtypes, are in order. */
-AI size_t dq_dpos(int dt, size_t c, size_t full)
-{
-	return dt == DT_BF16 && c < full ? (c & ~(size_t)7) | (c & 1) << 2 | (c & 7) >> 1 : c;
-}
-
 /* BF16 bits (in the low 16 bits of each lane) of float bits x, round to nearest even as
  * hf_f32_to_bf16 (NaN stays NaN). */
 AI dq_u32x4 dq_bf16x4(dq_u32x4 x)
@@ -1184,28 +1273,41 @@ AI dq_u32x4 dq_bf16x4(dq_u32x4 x)
 }
 
 /* out[i] = base[i] + d[i] rounded into the dtype, or base[i]'s bits where d[i] is -0.0 (not kept):
- * one pass over a row of n elements (d in dq_dpos order), 4 floats at a time in GCC vector types
- * (BF16, F32: float adds and integer rounding, no FMA possible, so the bytes are the same
- * everywhere); F16 element by element through half.h. */
-AI void dq_addrow(int dt, uint8_t *restrict out, const uint8_t *restrict base,
-		  const float *restrict d, size_t n)
+ * one pass over a row of n elements, 4 floats at a time in GCC vector types (BF16, F32: float adds
+ * and integer rounding, no FMA possible, so the bytes are the same everywhere); F16 element by
+ * element through half.h. BF16 reads 8 elements (16 bytes, 4 u32 lanes) at a time: a lane's two
+ * BF16 halves widen to float with a shift and a mask and narrow back with a shift and an or, and
+ * d's 8 floats are split into the even and the odd ones by two shuffles (d used to be stored in
+ * that order instead, at ~10 instructions per kept element to compute where). `clear`: write -0.0
+ * back over d as it is read, ready for the next row's scatter (cheaper than a loop of its own). */
+AI void dq_addrow(int dt, int clear, uint8_t *restrict out, const uint8_t *restrict base,
+		  float *restrict d, size_t n)
 {
 	const dq_u32x4 neg0 = { 0x80000000u, 0x80000000u, 0x80000000u, 0x80000000u };
 	size_t i = 0;
 
 	for (; dt == DT_BF16 && i + 8 <= n; i += 8) {
-		dq_u32x4 w, de, dd, be, bo, xe, xo, se, so;
-		dq_f32x4 fe, fo, ve, vo;
+		dq_u32x4 w, de, dd, be, bo, xe, xo, se, so, d0, d1;
+		dq_f32x4 fe, fo;
 
 		memcpy(&w, base + 2 * i, 16);
-		memcpy(&de, d + i, 16);
-		memcpy(&dd, d + i + 4, 16);
-		memcpy(&ve, d + i, 16);
-		memcpy(&vo, d + i + 4, 16);
+		memcpy(&d0, d + i, 16);
+		memcpy(&d1, d + i + 4, 16);
+		if (clear) {
+			memcpy(d + i, &neg0, 16);
+			memcpy(d + i + 4, &neg0, 16);
+		}
+#ifdef __clang__
+		de = __builtin_shufflevector(d0, d1, 0, 2, 4, 6);
+		dd = __builtin_shufflevector(d0, d1, 1, 3, 5, 7);
+#else
+		de = __builtin_shuffle(d0, d1, (dq_u32x4){ 0, 2, 4, 6 });
+		dd = __builtin_shuffle(d0, d1, (dq_u32x4){ 1, 3, 5, 7 });
+#endif
 		be = w << 16;
 		bo = w & 0xffff0000u;
-		fe = (dq_f32x4)be + ve;
-		fo = (dq_f32x4)bo + vo;
+		fe = (dq_f32x4)be + (dq_f32x4)de;
+		fo = (dq_f32x4)bo + (dq_f32x4)dd;
 		se = (dq_u32x4)(de == neg0);
 		so = (dq_u32x4)(dd == neg0);
 		xe = (dq_bf16x4((dq_u32x4)fe) & ~se) | (w & 0xffffu & se);
@@ -1219,6 +1321,8 @@ AI void dq_addrow(int dt, uint8_t *restrict out, const uint8_t *restrict base,
 
 		memcpy(&du, d + i, 16);
 		memcpy(&dv, d + i, 16);
+		if (clear)
+			memcpy(d + i, &neg0, 16);
 		memcpy(&bu, base + 4 * i, 16);
 		memcpy(&bf, base + 4 * i, 16);
 		s = (dq_u32x4)(du == neg0);
@@ -1235,25 +1339,23 @@ AI void dq_addrow(int dt, uint8_t *restrict out, const uint8_t *restrict base,
 			       dq_esize((dt_id)dt));
 		else
 			dq_st(dt, out, i, dq_ld(dt, base, i) + d[i]);
+		if (clear)
+			d[i] = -0.0f;
 	}
 }
 
-/* Write nr rows of out from the base and the indices. tab: nsets tables of 2^bits floats, or NULL
- * for wider indices, whose levels come from us (one per set). Dense mode: each row's kept levels
- * are scattered into the float row d (cols, -0.0 elsewhere) and dq_addrow writes the row. Support
- * mode: element by element (the support's positions come from a scan of the base row anyway).
- * Instantiated per dtype and per table-or-not, so the inner loops have no branch but the mask
- * walk's. */
-AI void dq_apply(int dt, int has_lut, uint8_t *restrict out, const uint8_t *restrict base,
-		 const dq_hdr *h, const uint16_t *restrict idx, const float *lut,
-		 const dq_uset *uset, float *restrict d)
+/* Support mode: write nr rows of out from the base and the indices (unpacked into idx), element
+ * by element (the support's positions come from a scan of the base row anyway). tab: nsets tables
+ * of 2^bits floats, or NULL for wider indices, whose levels come from us (one per set). */
+AI void dq_apply_support(int dt, int has_lut, uint8_t *restrict out, const uint8_t *restrict base,
+			 const dq_hdr *h, const uint16_t *restrict idx, const float *lut,
+			 const dq_uset *uset)
 {
 	const uint32_t g = (uint32_t)h->g, keep = (uint32_t)h->keep;
 	const size_t cols = h->cols, nlut = (size_t)1 << h->bits, es = dq_esize((dt_id)dt);
-	const size_t full = cols & ~(size_t)7; /* dq_dpos */
 	uint16_t pos[DQ_GROUP_MAX];
 
-	for (size_t r = 0; r < h->nr && h->support; r++) {
+	for (size_t r = 0; r < h->nr; r++) {
 		const size_t ro = r * cols, set = r / h->srows;
 		const float *tab = has_lut ? lut + set * nlut : NULL;
 		const dq_uset *us = has_lut ? NULL : uset + set;
@@ -1275,34 +1377,146 @@ AI void dq_apply(int dt, int has_lut, uint8_t *restrict out, const uint8_t *rest
 			idx += kk;
 		}
 	}
+}
+
+/* The planes as dense decode reads them: the level index of kept value k (blob order) is bits
+ * [k * wh, (k + 1) * wh) of hp, then (lo plane, wl > 0) shifted left by wl with bits
+ * [k * wl, (k + 1) * wl) of lp or'ed in: what dq_unpack's two passes give, read in place. Each
+ * plane has DQ_PAD zero bytes after it for dq_get's 8-byte loads. */
+typedef struct dq_planes {
+	const uint8_t *hp, *lp;
+	unsigned wh, wl;
+} dq_planes;
+
+AI uint32_t dq_q(const dq_planes *pl, size_t k)
+{
+	uint32_t q = dq_get(pl->hp, k * pl->wh, pl->wh);
+
+	return pl->wl ? q << pl->wl | dq_get(pl->lp, k * pl->wl, pl->wl) : q;
+}
+
+/* 64 bits of plane p from bit bitpos on (the low 57 at least are valid; DQ_PAD covers the load). */
+AI uint64_t dq_get64(const uint8_t *p, size_t bitpos)
+{
+	uint64_t v;
+
+	memcpy(&v, p + (bitpos >> 3), 8);
+	return v >> (bitpos & 7);
+}
+
+/* The level values of the n kept values from k0 on (blob order) into lv[0..n). `one` (1-bit
+ * levels, one plane, a table): 8 at a time, one plane byte selecting between the set's two levels
+ * in two 4-lane vectors. Else 8 at a time from one 64-bit load per plane where the 8 indices fit
+ * in it (widths up to 7 bits, or 8, which is byte-aligned), then one by one. */
+AI void dq_levels(int one, float *restrict lv, const dq_planes *pl, size_t k0, size_t n,
+		  const float *tab, const dq_uset *us)
+{
+	const unsigned wh = pl->wh, wl = pl->wl;
+	size_t j = 0;
+
+	if (one) {
+		const dq_u32x4 m0 = { 1, 2, 4, 8 }, m1 = { 16, 32, 64, 128 };
+		uint32_t u0, u1;
+		dq_u32x4 l0, x;
+
+		memcpy(&u0, tab, 4);
+		memcpy(&u1, tab + 1, 4);
+		l0 = (dq_u32x4){ u0, u0, u0, u0 };
+		x = l0 ^ u1;
+		for (; j + 8 <= n; j += 8) {
+			const uint32_t by = dq_get(pl->hp, k0 + j, 8);
+			const dq_u32x4 bv = { by, by, by, by };
+			dq_u32x4 v0 = l0 ^ (x & (dq_u32x4)((bv & m0) != 0));
+			dq_u32x4 v1 = l0 ^ (x & (dq_u32x4)((bv & m1) != 0));
+
+			memcpy(lv + j, &v0, 16);
+			memcpy(lv + j + 4, &v1, 16);
+		}
+	} else if (wh <= 8 && wl <= 8) {
+		const uint64_t mh = (1u << wh) - 1, ml = (1u << wl) - 1;
+
+		for (; j + 8 <= n; j += 8) {
+			const uint64_t vh = dq_get64(pl->hp, (k0 + j) * wh);
+			const uint64_t vl = wl ? dq_get64(pl->lp, (k0 + j) * wl) : 0;
+
+			for (unsigned i = 0; i < 8; i++) {
+				uint32_t q = (uint32_t)(vh >> (i * wh) & mh);
+
+				if (wl)
+					q = q << wl | (uint32_t)(vl >> (i * wl) & ml);
+				lv[j + i] = dq_level(tab, us, q);
+			}
+		}
+	}
+	for (; j < n; j++)
+		lv[j] = dq_level(tab, us, dq_q(pl, k0 + j));
+}
+
+/* Element i of out from the base row already copied there: round(base + v), or the base's bits
+ * (left as they are) where v is -0.0, as dq_addrow does. */
+AI void dq_put1(int dt, uint8_t *restrict out, const uint8_t *restrict base, size_t i, float v)
+{
+	uint32_t u;
+
+	memcpy(&u, &v, 4);
+	if (u != 0x80000000u)
+		dq_st(dt, out, i, dq_ld(dt, base, i) + v);
+}
+
+/* Test hook (tests/deltadq): 0 chooses by the kept fraction, 1 forces the dense path, 2 the
+ * sparse one (for blobs with dropout). Not in deltadq.h: nothing but the test sets it. */
+int dq_decode_path;
+
+/* Keep at most this many of 64 and a chunk decodes sparse (below). */
+#define DQ_SPARSE_MAX64 24
+
+/* Dense mode: write nr rows of out from the base and the planes. tab: nsets tables of 2^bits
+ * floats, or NULL for wider indices, whose levels come from us (one per set). Each row's kept
+ * level values are first read from the planes into lv (blob order), then
+ *   - dense (sparse == 0): scattered into the float row d (cols, -0.0 elsewhere; without dropout
+ *     the levels are written there directly) and dq_addrow writes the row;
+ *   - sparse: the base row is copied to out (memcpy) and each kept element gets round(base +
+ *     level), element by element. Far cheaper when few are kept, no dense pass at all.
+ * Both give the same bytes (dq_put1 is dq_addrow's rule for one element: test_deltadq checks).
+ * Instantiated per dtype, level source and path, so the inner loops have no branch but the
+ * position walk's. */
+AI void dq_apply_dense(int dt, int has_lut, int one, int sparse, uint8_t *restrict out,
+		       const uint8_t *restrict base, const dq_hdr *h, const dq_planes *pl,
+		       const float *lut, const dq_uset *uset, float *restrict d)
+{
+	const uint32_t g = (uint32_t)h->g, keep = (uint32_t)h->keep;
+	const size_t cols = h->cols, nlut = (size_t)1 << h->bits, es = dq_esize((dt_id)dt);
+	const size_t dw = (cols + 3) & ~(size_t)3, kr = dq_row_kept(cols, g, keep);
+	float *restrict lv = d + 2 * dw; /* kr floats */
+	uint16_t pos[DQ_GROUP_MAX];
+
 	/* Row r is scattered into one half of d while dq_addrow reads row r - 1 from the other: read
 	 * right after the scalar stores, a 16-byte load stalls on store forwarding (a fifth of the
-	 * decode time when it did). */
-	const size_t dw = (cols + 3) & ~(size_t)3; /* d: 2 rows of dw floats */
-
-	for (size_t r = 0; r <= h->nr && !h->support; r++) {
+	 * decode time when it did). d: 2 rows of dw floats. */
+	for (size_t r = 0; r <= h->nr; r++) {
 		const size_t ro = r * cols, set = r / h->srows;
 		const float *tab = has_lut ? lut + set * nlut : NULL;
 		const dq_uset *us = has_lut ? NULL : uset + set;
 		const uint64_t rkey = dq_rowkey(h->seed, h->r0 + r);
 		float *dr = d + (r & 1) * dw;
 		uint64_t grp = 0;
+		size_t k = 0;
 
-		if (r)
-			dq_addrow(dt, out + (ro - cols) * es, base + (ro - cols) * es,
+		if (r && !sparse)
+			dq_addrow(dt, keep < g, out + (ro - cols) * es, base + (ro - cols) * es,
 				  d + ((r - 1) & 1) * dw, cols);
 		if (r == h->nr)
 			break;
 		if (keep == g) { /* no dropout: every element kept, in order */
-			for (size_t c = 0; c < cols; c++)
-				dr[dq_dpos(dt, c, full)] = dq_level(tab, us, idx[c]);
-			idx += cols;
+			dq_levels(one, dr, pl, r * kr, cols, tab, us);
 			continue;
 		}
-		for (size_t c = 0; c < dw; c += 4) {
-			const dq_f32x4 z = { -0.0f, -0.0f, -0.0f, -0.0f };
-
-			memcpy(dr + c, &z, 16);
+		dq_levels(one, lv, pl, r * kr, kr, tab, us);
+		if (sparse) {
+			memcpy(out + ro * es, base + ro * es, cols * es);
+		} else if (r < 2) { /* later rows: dq_addrow cleared d behind it */
+			for (size_t c = 0; c < dw; c++)
+				dr[c] = -0.0f;
 		}
 		for (size_t st = 0; st < cols; st += g, grp++) {
 			uint32_t L = (uint32_t)(cols - st < g ? cols - st : g);
@@ -1310,27 +1524,69 @@ AI void dq_apply(int dt, int has_lut, uint8_t *restrict out, const uint8_t *rest
 
 			if (kk == L) {
 				for (uint32_t i = 0; i < L; i++)
-					dr[dq_dpos(dt, st + i, full)] = dq_level(tab, us, idx[i]);
-				idx += L;
+					if (sparse)
+						dq_put1(dt, out, base, ro + st + i, lv[k + i]);
+					else
+						dr[st + i] = lv[k + i];
+				k += L;
+				continue;
+			}
+			if (2 * kk > L) { /* kept ones ascending: walk the mask, no position list */
+				uint64_t m[DQ_GROUP_MAX / 64];
+
+				dq_dropmask(rkey, grp, L, kk, m);
+				for (uint32_t w = 0; w < (L + 63) / 64; w++) {
+					uint64_t kept = ~m[w] & (L - 64 * w >= 64 ? ~0ull
+									    : (1ull << (L - 64 * w)) - 1);
+
+					for (; kept; kept &= kept - 1, k++) {
+						size_t c = st + 64 * w + (size_t)__builtin_ctzll(kept);
+
+						if (sparse)
+							dq_put1(dt, out, base, ro + c, lv[k]);
+						else
+							dr[c] = lv[k];
+					}
+				}
 				continue;
 			}
 			dq_positions(rkey, grp, L, kk, pos);
 			for (uint32_t j = 0; j < kk; j++)
-				dr[dq_dpos(dt, st + pos[j], full)] = dq_level(tab, us, idx[j]);
-			idx += kk;
+				if (sparse)
+					dq_put1(dt, out, base, ro + st + pos[j], lv[k + j]);
+				else
+					dr[st + pos[j]] = lv[k + j];
+			k += kk;
 		}
 	}
 }
 
 #define DQ_APPLY(dt)                                                                               \
-	static void dq_apply_##dt(uint8_t *out, const uint8_t *base, const dq_hdr *h,              \
-				  const uint16_t *idx, const float *lut, const dq_uset *us,        \
-				  float *d)                                                        \
+	static void dq_support_##dt(uint8_t *out, const uint8_t *base, const dq_hdr *h,            \
+				    const uint16_t *idx, const float *lut, const dq_uset *us)      \
 	{                                                                                          \
 		if (lut)                                                                           \
-			dq_apply(dt, 1, out, base, h, idx, lut, us, d);                            \
+			dq_apply_support(dt, 1, out, base, h, idx, lut, us);                       \
 		else                                                                               \
-			dq_apply(dt, 0, out, base, h, idx, lut, us, d);                            \
+			dq_apply_support(dt, 0, out, base, h, idx, lut, us);                       \
+	}                                                                                          \
+	static void dq_dense_##dt(uint8_t *out, const uint8_t *base, const dq_hdr *h,              \
+				  const dq_planes *pl, const float *lut, const dq_uset *us,        \
+				  float *d, int sparse)                                            \
+	{                                                                                          \
+		const int one = lut && pl->wh == 1 && !pl->wl;                                     \
+		if (sparse && one)                                                                 \
+			dq_apply_dense(dt, 1, 1, 1, out, base, h, pl, lut, us, d);                 \
+		else if (sparse && lut)                                                            \
+			dq_apply_dense(dt, 1, 0, 1, out, base, h, pl, lut, us, d);                 \
+		else if (sparse)                                                                   \
+			dq_apply_dense(dt, 0, 0, 1, out, base, h, pl, lut, us, d);                 \
+		else if (one)                                                                      \
+			dq_apply_dense(dt, 1, 1, 0, out, base, h, pl, lut, us, d);                 \
+		else if (lut)                                                                      \
+			dq_apply_dense(dt, 1, 0, 0, out, base, h, pl, lut, us, d);                 \
+		else                                                                               \
+			dq_apply_dense(dt, 0, 0, 0, out, base, h, pl, lut, us, d);                 \
 	}
 DQ_APPLY(DT_F32)
 DQ_APPLY(DT_F16)
@@ -1355,7 +1611,7 @@ int dq_decode(cx_ctx *cx, void *dst, size_t n, const void *blob, size_t blen, co
 	const uint8_t *b = blob;
 	size_t esize, nk, srows, nsets, nlev, lvsz, lvoff, hl, ll, nlut = (size_t)1 << 8;
 	uint8_t *planes;
-	uint16_t *idx;
+	uint16_t *idx = NULL;
 	float *lut = NULL, *drow = NULL;
 	dq_uset *uset = NULL;
 	dq_hdr h;
@@ -1387,10 +1643,14 @@ int dq_decode(cx_ctx *cx, void *dst, size_t n, const void *blob, size_t blen, co
 	hl = dq_plane_len(nk, h.bits - h.lo);
 	ll = h.lo ? dq_plane_len(nk, h.lo) : 0;
 	planes = cx_scratch(cx, DQ_S_PLANES, hl + ll + 2 * DQ_PAD);
-	idx = cx_scratch(cx, DQ_S_IDX, (nk + 1) * sizeof *idx); /* + 1: nk may be 0 */
-	if (!h.support)
-		drow = cx_scratch(cx, DQ_S_ROW, 2 * ((h.cols + 3) & ~(size_t)3) * sizeof *drow);
-	if (!planes || !idx || (!h.support && !drow))
+	if (h.support) /* + 1: nk may be 0 */
+		idx = cx_scratch(cx, DQ_S_IDX, (nk + 1) * sizeof *idx);
+	else /* two float rows and a row's level values (dq_apply_dense) */
+		drow = cx_scratch(cx, DQ_S_ROW,
+				  (2 * ((h.cols + 3) & ~(size_t)3) +
+				   dq_row_kept(h.cols, (uint32_t)h.g, (uint32_t)h.keep) + 1) *
+					  sizeof *drow);
+	if (!planes || (h.support ? !idx : !drow))
 		return -ENOMEM;
 	if ((rc = dq_get_plane(cx, b, blen, &h.off, planes, hl, h.ver > 1 && !h.lo)))
 		return rc;
@@ -1431,13 +1691,25 @@ int dq_decode(cx_ctx *cx, void *dst, size_t n, const void *blob, size_t blen, co
 			for (size_t j = 0; j < nlut; j++)
 				lut[s * nlut + j] = dq_ulevel(u.mn, u.step, (uint32_t)j);
 	}
+	if (!h.support) {
+		const dq_planes pl = { planes, planes + hl + DQ_PAD, h.bits - h.lo, h.lo };
+		const int sparse = h.keep < h.g && (dq_decode_path ? dq_decode_path == 2
+						   : 64 * h.keep <= DQ_SPARSE_MAX64 * h.g);
+
+		switch (h.dt) {
+		case DT_F32: dq_dense_DT_F32(dst, base, &h, &pl, lut, uset, drow, sparse); break;
+		case DT_F16: dq_dense_DT_F16(dst, base, &h, &pl, lut, uset, drow, sparse); break;
+		default: dq_dense_DT_BF16(dst, base, &h, &pl, lut, uset, drow, sparse); break;
+		}
+		return 0;
+	}
 	dq_unpack(idx, planes, nk, h.bits - h.lo, 0);
 	if (h.lo)
 		dq_unpack(idx, planes + hl + DQ_PAD, nk, h.lo, 1);
 	switch (h.dt) {
-	case DT_F32: dq_apply_DT_F32(dst, base, &h, idx, lut, uset, drow); break;
-	case DT_F16: dq_apply_DT_F16(dst, base, &h, idx, lut, uset, drow); break;
-	default: dq_apply_DT_BF16(dst, base, &h, idx, lut, uset, drow); break;
+	case DT_F32: dq_support_DT_F32(dst, base, &h, idx, lut, uset); break;
+	case DT_F16: dq_support_DT_F16(dst, base, &h, idx, lut, uset); break;
+	default: dq_support_DT_BF16(dst, base, &h, idx, lut, uset); break;
 	}
 	return 0;
 }

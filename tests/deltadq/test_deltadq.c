@@ -714,6 +714,57 @@ static void t_compact(void)
 	cx_ctx_free(cx);
 }
 
+/* The sparse and the dense decode paths (codec/deltadq.c picks one by the kept fraction) give the
+ * same bytes on the same blob: every dtype, odd widths (short tail groups, rows not a multiple of
+ * 8), kept fractions on both sides of the crossover and above half (the ascending mask walk), 1-
+ * to 10-bit levels with and without a low plane. dq_decode_path is codec/deltadq.c's test hook. */
+extern int dq_decode_path;
+
+static void t_paths(void)
+{
+	static const dt_id dts[] = { DT_BF16, DT_F16, DT_F32 };
+	static const unsigned gk[][2] = { { 8, 1 },    { 64, 16 },  { 128, 24 }, { 128, 66 },
+					  { 100, 37 }, { 256, 126 }, { 512, 276 }, { 1024, 1000 },
+					  { 3, 2 },    { 16, 9 } };
+	static const unsigned bq[][3] = { { 1, DQ_Q_ZERO, 1 },   { 1, DQ_Q_KMEANS, 1 },
+					  { 2, DQ_Q_UNIFORM, 2 }, { 3, DQ_Q_KMEANS, 0 },
+					  { 4, DQ_Q_ZERO, 3 },    { 10, DQ_Q_UNIFORM, 6 } };
+	cx_ctx *cx = cx_ctx_new();
+
+	for (size_t d = 0; d < 3; d++)
+		for (size_t cols = 509; cols <= 1030; cols += 521) {
+			const size_t rows = 13, es = dts[d] == DT_F32 ? 4 : 2, n = rows * cols * es;
+			mat m = mk(dts[d], rows, cols, 0.01, (unsigned)(31 + d));
+			uint8_t *blob = malloc(dq_bound(rows, cols, (unsigned)es));
+			uint8_t *o[3] = { malloc(n), malloc(n), malloc(n) };
+
+			CHECK(blob && o[0] && o[1] && o[2]);
+			for (size_t i = 0; i < sizeof gk / sizeof gk[0]; i++)
+				for (size_t b = 0; b < sizeof bq / sizeof bq[0]; b++) {
+					dq_params p = { .group = gk[i][0], .keep = gk[i][1],
+							.bits = (uint8_t)bq[b][0], .quant = (uint8_t)bq[b][1],
+							.split = (uint8_t)bq[b][2], .srows = 4,
+							.seed = (uint32_t)(5 + i) };
+					ssize_t z = dq_encode(cx, blob, dq_bound(rows, cols, (unsigned)es), m.ft,
+							      m.base, dts[d], cols, 7 * i, rows, &p);
+
+					CHECK(z > 0);
+					for (int path = 0; path < 3; path++) {
+						memset(o[path], 0x5a + path, n);
+						dq_decode_path = path;
+						CHECK(cx_decode(cx, o[path], n, blob, (size_t)z, m.base) == 0);
+					}
+					dq_decode_path = 0;
+					CHECK(!memcmp(o[0], o[1], n) && !memcmp(o[1], o[2], n));
+				}
+			free(blob);
+			for (int k = 0; k < 3; k++)
+				free(o[k]);
+			mfree(&m);
+		}
+	cx_ctx_free(cx);
+}
+
 int main(int argc, char **argv)
 {
 	static const struct {
@@ -724,7 +775,7 @@ int main(int argc, char **argv)
 		{ "groups", t_groups }, { "edge", t_edge }, { "nonfinite", t_nonfinite },
 		{ "hostile", t_hostile }, { "determinism", t_determinism }, { "fixed", t_fixed },
 		{ "support", t_support }, { "support_hostile", t_support_hostile },
-		{ "old_blob", t_old_blob }, { "compact", t_compact },
+		{ "old_blob", t_old_blob }, { "compact", t_compact }, { "paths", t_paths },
 	};
 
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
