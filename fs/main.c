@@ -335,7 +335,7 @@ int main(int argc, char **argv)
 	int status_fd = -1, rc = 1;
 	/* Chunk buffers (128 KiB-1 MiB) come and go with the cache. glibc's dynamic mmap threshold
 	 * would soon move them onto per-thread heaps, where freed chunks stay resident: RssAnon
-	 * reached 475 MiB under cache_size=256 (tests/bench/bench_mount.sh). A fixed threshold keeps
+	 * reached 475 MiB under cache_size=256 (tests/bench/run.sh). A fixed threshold keeps
 	 * each one its own mapping, returned to the kernel when the cache drops it. */
 	mallopt(M_MMAP_THRESHOLD, 128 << 10);
 	mallopt(M_ARENA_MAX, 4);
