@@ -400,21 +400,29 @@ def case_palette(tmp):
 
 def case_alloc(tmp):
     """--budget shares bits among matrices: the total lands within 5% of the budget, and with
-    --alloc importance the higher-scored matrices get more bits per weight."""
+    --alloc importance the higher-scored matrices get more bits per weight.
+
+    Under the sanitizers (SANITIZED set by meson) the importance plans cost ~17x more (150 s per
+    ingest of this model), so there the same paths run on a model of a quarter of the size, with
+    the budget and error checks but not the bit-ordering ones: those need matrices large enough
+    for their size/error curves to be smooth (at hidden 64 a few curves cross), and are the
+    allocator's logic, not memory safety, which the normal build checks."""
     st = os.path.join(tmp, "store")
     b, f = os.path.join(tmp, "b.safetensors"), os.path.join(tmp, "f.safetensors")
-    small = ("--preset", "tiny", "--hidden", "128", "--intermediate", "352", "--vocab", "512")
+    sanitized = bool(os.environ.get("SANITIZED"))
+    small = ("--preset", "tiny", "--hidden", "64" if sanitized else "128",
+             "--intermediate", "176" if sanitized else "352", "--vocab", "256" if sanitized else "512")
     gen(*small, "--seed", "7", "--out", b)
     gen(*small, "--seed", "7", "--finetune", "4", "--delta", "0.05", "--out", f)
     run(ADD, "-q", st, "b", b)
-    for order in ("uniform", "importance"):
+    for order in ("importance",) if sanitized else ("uniform", "importance"):
         run(ADD, "-q", st, order, f, "--base", "b", "--codec", "deltadq", "--budget", "0.5",
             "--alloc", order)
         info = run(DFS, "info", st, order).stdout
         tot = [l for l in info.splitlines() if l.startswith("DeltaDQ matrices:")][0]
         ratio = float(tot.split("(")[1].split("x")[0])
         assert abs(ratio - 32) <= 0.05 * 32, (order, tot)   # BF16 at 0.5 bits = 32x
-        if order == "importance":
+        if order == "importance" and not sanitized:
             rows = []
             for l in info.splitlines():
                 w = l.split()
@@ -434,21 +442,26 @@ def case_alloc(tmp):
     # reversed, every layer-1 matrix at most, and layer 1 fewer in all (here layer 0 sits at
     # the ladder's floor, 2R, in both runs: its curves are the flatter).
     bits = {}
-    for order in ("importance", "reversed"):
+    for order in ("reversed",) if sanitized else ("importance", "reversed"):
         run(ADD, "-q", st, "lim-" + order, f, "--base", "b", "--codec", "deltadq", "--ratio", "32",
             "--importance", imp, "--alloc", order)
-        for l in run(DFS, "info", st, "lim-" + order).stdout.splitlines():
+        info = run(DFS, "info", st, "lim-" + order).stdout.splitlines()
+        for l in info:
             w = l.split()
             if "deltadq" in w and w[0].startswith("model.layers."):
                 bits[order, w[0]] = float(w[w.index("deltadq") + 7])
+        tot = [l for l in info if l.startswith("DeltaDQ matrices:")][0]
+        assert abs(float(tot.split("(")[1].split("x")[0]) - 32) <= 0.05 * 32, (order, tot)
     names = sorted({n for _, n in bits})
     assert names and all(("reversed", n) in bits for n in names), bits
-    layer = {n: n.split(".")[2] for n in names}
-    for n in names:
-        up, down = bits["importance", n], bits["reversed", n]
-        assert (up >= down) if layer[n] == "0" else (up <= down), (n, up, down, bits)
-    l1 = [n for n in names if layer[n] == "1"]
-    assert sum(bits["importance", n] for n in l1) < sum(bits["reversed", n] for n in l1), bits
+    if not sanitized:
+        layer = {n: n.split(".")[2] for n in names}
+        for n in names:
+            up, down = bits["importance", n], bits["reversed", n]
+            assert (up >= down) if layer[n] == "0" else (up <= down), (n, up, down, bits)
+        l1 = [n for n in names if layer[n] == "1"]
+        assert sum(bits["importance", n] for n in l1) < sum(bits["reversed", n] for n in l1), bits
+    run(DFS, "verify", st)
     with open(imp, "w") as fh:
         fh.write('{"a": 1, "a": 2}')
     r = run(ADD, "-q", st, "bad", f, "--base", "b", "--codec", "deltadq", "--ratio", "32",
