@@ -95,8 +95,8 @@ int main(int argc, char **argv)
 			ft[r * BD_COLS + c] = hf_f32_to_bf16(w + (float)(0.0002 * rowscale * bd_normal()));
 		}
 	}
-	printf("| path | blob bytes | ratio | decode MB/s (1 core, best of 5 x %u) |\n", reps);
-	printf("|---|---|---|---|\n");
+	printf("| path | blob bytes | ratio | plan | decode MB/s (1 core, best of 5 x %u) |\n", reps);
+	printf("|---|---|---|---|---|\n");
 	for (int i = 0; i < npaths; i++) {
 		const char *p = paths[i];
 		const uint8_t *want = (const uint8_t *)ft, *with = (const uint8_t *)base;
@@ -140,7 +140,11 @@ int main(int argc, char **argv)
 			fprintf(stderr, "bench_decode: %s: decoded bytes differ\n", p);
 			return 1;
 		}
-		printf("| %s | %zd | %.2fx | %.0f |\n", p, blen, (double)BD_N / (double)blen,
+		char plan[64] = "-";
+		dq_params q;
+		if (!strncmp(p, "dq", 2) && !dq_blob_params(blob, (size_t)blen, &q))
+			snprintf(plan, sizeof plan, "keep %u/%u, %u bits", q.keep, q.group, q.bits);
+		printf("| %s | %zd | %.2fx | %s | %.0f |\n", p, blen, (double)BD_N / (double)blen, plan,
 		       (double)reps * BD_N / best / 1e6);
 	}
 	cx_ctx_free(cx);
