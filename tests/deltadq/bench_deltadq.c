@@ -404,7 +404,7 @@ static double bitdelta(const mat *m, double q, int rescale, float *dr)
 }
 
 /* The best DARE in at most `budget` bytes: bits 1..4, level sets of 1 row or of a chunk's rows,
- * q moved to just under the budget (bytes are close to linear in q). Never more bytes than
+ * q moved to within 1% under the budget (bytes are close to linear in q). Never more bytes than
  * DeltaDQ used: taking the best within +-10% favoured points above it (at 16x on the 1 GB pair
  * DARE then used 1.2% more bytes than DeltaDQ). Fills err with the best one's errors. */
 static double dare_best(const mat *m, double budget, float *dr, double err[2])
@@ -417,13 +417,13 @@ static double dare_best(const mat *m, double budget, float *dr, double err[2])
 		for (int si = 0; si < 2; si++) {
 			double q = 1, bytes = 0, e[2];
 
-			for (int it = 0; it < 6; it++) {
+			for (int it = 0; it < 8; it++) {
 				double fixed = hdr_bytes(m);
 
 				bytes = dare(m, b, q, srs[si], dr);
-				if ((bytes <= budget && bytes >= 0.95 * budget) || bytes <= fixed)
+				if ((bytes <= budget && bytes >= 0.99 * budget) || bytes <= fixed)
 					break;
-				q *= (0.975 * budget - fixed) / (bytes - fixed);
+				q *= (0.995 * budget - fixed) / (bytes - fixed);
 				if (q > 1) {
 					q = 1;
 					bytes = dare(m, b, q, srs[si], dr);
