@@ -1,0 +1,78 @@
+/*
+ * tier.h -- a store backed by a remote (index/remote.h): push, pull/clone, and blobs fetched on
+ * demand into a bounded local cache.
+ *
+ *   STORE/remote   the remote's configuration, 0600, one "key value" line each: url, and
+ *                  optionally id (cephx client) and conf (ceph.conf path). No secrets: the cephx
+ *                  key stays in the keyring ceph.conf names.
+ *   STORE/cache/   blobs fetched from the remote, one file per blob named by its hex hash, bounded
+ *                  in bytes, evicted least recently used. data.mdb is never written by a reader (a
+ *                  mount included): a clone's data.mdb holds manifests and refcounts only, unless
+ *                  cloned with --all.
+ *
+ * Push order is what makes the catalog safe to read: every blob the pushed checkpoints name is
+ * durable in the remote before their manifests are written, and every manifest before the one
+ * atomic catalog update that publishes them, so a host that sees a name in the catalog can read
+ * all of it. Objects are content-addressed and created exclusively, so pushers never overwrite
+ * each other, and a push repeated after a failure sends only what is missing.
+ *
+ * A fetch (the store's fetch hook, store_set_fetch) looks in the cache, else reads the object from
+ * the remote, checks it against its hash (a damaged object gives -EIO, never bytes), stores it in
+ * the cache and returns a copy. Threads asking for one blob at once share one fetch.
+ */
+#ifndef DELTAFS_INDEX_TIER_H
+#define DELTAFS_INDEX_TIER_H
+
+#include <stdint.h>
+
+#include "err.h"
+#include "remote.h"
+#include "store.h"
+
+#define RT_CACHE_DEFAULT (16ull << 30) /* cache bound when none is given, bytes */
+#define RT_THREADS 8                   /* parallel remote operations of push and clone --all */
+
+typedef struct rt_tier rt_tier;
+
+/* Record cfg as the remote of the store in directory dir (STORE/remote, 0600, replaced
+ * atomically). Checks that the URL is one this build can open; does not connect. */
+int rt_config_set(const char *dir, const rb_config *cfg, df_err *err);
+
+/* The remote tier of store s: 0 and *out NULL if s has no remote; else opens the backend (without
+ * connecting), indexes STORE/cache (bounded by cache_bytes; 0: RT_CACHE_DEFAULT) and sets s's fetch
+ * hook. Close with rt_close before store_close. */
+int rt_open(store *s, uint64_t cache_bytes, rt_tier **out, df_err *err);
+void rt_close(rt_tier *t);
+
+rb_backend *rt_backend(rt_tier *t);
+
+/* Progress of push / fetch_all: called from the calling thread about every 200 ms and at the end. */
+typedef void (*rt_progress_fn)(void *ud, uint64_t done, uint64_t total);
+
+typedef struct rt_push_stats {
+	uint64_t ckpts;      /* checkpoints published (the named ones and their bases) */
+	uint64_t blobs_sent, bytes_sent; /* blobs the remote lacked, written now */
+	uint64_t blobs_had, bytes_had;   /* blobs the remote had already */
+	uint64_t manifests_sent;
+} rt_push_stats;
+
+/* Push checkpoints names[0..n) (all if n == 0) and their base chains to the remote, then publish
+ * them in one catalog update. threads: parallel uploads (0: RT_THREADS). progress may be NULL. */
+int rt_push(store *s, rt_tier *t, const char *const *names, size_t n, unsigned threads,
+	    rt_progress_fn progress, void *ud, rt_push_stats *st, df_err *err);
+
+typedef struct rt_pull_stats {
+	uint64_t added, replaced, unchanged;
+} rt_pull_stats;
+
+/* Bring the remote's catalog into s (opened writable): every published checkpoint whose manifest
+ * differs from the local one (or is absent locally) is fetched, checked against its object name
+ * and committed with store_adopt, bases first. Local checkpoints the catalog lacks are kept. */
+int rt_pull(store *s, rt_tier *t, rt_pull_stats *st, df_err *err);
+
+/* Fetch every blob that s's checkpoints name and data.mdb lacks into data.mdb (s writable):
+ * a full local copy, as `deltafs clone --all` makes. *bytes (may be NULL) gets the bytes fetched. */
+int rt_fetch_all(store *s, rt_tier *t, unsigned threads, rt_progress_fn progress, void *ud,
+		 uint64_t *bytes, df_err *err);
+
+#endif
