@@ -33,6 +33,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "../index/tier.h"
 #include "log.h"
 #include "mount.h"
 
@@ -42,6 +43,7 @@
 struct cli {
 	char *store, *mnt;
 	unsigned cache_mib, threads, prefetch, read_ahead_kb;
+	unsigned remote_cache_gib; /* bound of a clone's blob cache (index/tier.h), 0: default */
 	int foreground, debug, help, version;
 };
 
@@ -54,6 +56,7 @@ static const struct fuse_opt cli_opts[] = {
 	CLI_OPT("threads=%u", threads),
 	CLI_OPT("prefetch=%u", prefetch),
 	CLI_OPT("read_ahead_kb=%u", read_ahead_kb),
+	CLI_OPT("remote_cache=%u", remote_cache_gib),
 	FUSE_OPT_KEY("-f", KEY_FG),
 	FUSE_OPT_KEY("-d", KEY_DEBUG),
 	FUSE_OPT_KEY("debug", KEY_DEBUG),
@@ -100,13 +103,16 @@ static void usage(FILE *f)
 		"                     per CPU; 0: none)\n"
 		"  -o read_ahead_kb=N the mount's readahead, set after mounting (default %u: the\n"
 		"                     largest request; needs root; 0: the kernel's 128)\n"
+		"  -o remote_cache=GiB a store with a remote (deltafs clone): bound of STORE/cache,\n"
+		"                     the blobs fetched on demand (default %u)\n"
 		"  -o allow_other     let other users read the mount (not root: needs\n"
 		"                     user_allow_other in /etc/fuse.conf)\n"
 		"Other -o options go to FUSE (fsname=, subtype=, ...). The options of mount(8) and\n"
 		"fstab (defaults, noauto, user, _netdev, nofail, x-*, rw, ro, ...) are ignored: the\n"
 		"mount is always read-only.\n"
 		"Unmount with `fusermount3 -u MOUNTPOINT`, `umount MOUNTPOINT`, or SIGTERM.\n",
-		FS_DEFAULT_CACHE_MIB, FS_DEFAULT_THREADS, FS_MAX_READ >> 10);
+		FS_DEFAULT_CACHE_MIB, FS_DEFAULT_THREADS, FS_MAX_READ >> 10,
+		(unsigned)(RT_CACHE_DEFAULT >> 30));
 }
 
 static int cli_proc(void *data, const char *arg, int key, struct fuse_args *outargs)
@@ -229,6 +235,7 @@ static int serve(struct cli *c, struct fuse_args *args, int status_fd)
 {
 	df_err err = {""};
 	store *st = NULL;
+	rt_tier *tier = NULL;
 	struct fuse_session *se = NULL;
 	fs_mount m;
 	int have_m = 0, mounted = 0, rc;
@@ -244,6 +251,13 @@ static int serve(struct cli *c, struct fuse_args *args, int status_fd)
 	}
 	if ((rc = store_open(store_abs, STORE_RDONLY | STORE_RANDOM, &st, &err)))
 		goto fail;
+	if ((rc = rt_open(st, (uint64_t)c->remote_cache_gib << 30, &tier, &err)))
+		goto fail;
+	/* An unreachable remote does not stop the mount: what is local or cached reads, the rest
+	 * fails with EIO (after the remote's timeout, then at once for a few seconds). */
+	if (tier && rb_probe(rt_backend(tier), &err))
+		fs_log(LOG_WARNING, "%s; serving what is cached, reading anything else fails with "
+		       "EIO until it is reachable", err.msg);
 	have_m = 1;
 	if ((rc = fs_mount_init(&m, st, &o, &err)))
 		goto fail;
@@ -305,6 +319,7 @@ static int serve(struct cli *c, struct fuse_args *args, int status_fd)
 	       (unsigned long long)cs.evictions, (unsigned long long)cs.failures);
 	fs_mount_fini(&m);
 	fuse_session_destroy(se);
+	rt_close(tier);
 	store_close(st);
 	return rc < 0 ? 1 : 0;
 
@@ -318,6 +333,7 @@ fail:
 		fuse_remove_signal_handlers(se);
 		fuse_session_destroy(se);
 	}
+	rt_close(tier);
 	store_close(st);
 	if (status_fd >= 0) {
 		char bad = 1;
