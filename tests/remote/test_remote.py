@@ -1,0 +1,228 @@
+#!/usr/bin/python3
+"""The remote tier against a real one-node Ceph cluster (tests/remote/ceph.sh), two "hosts"
+simulated as two stores with their own caches on one pool:
+
+- host A adds the charlm pair and pushes; host B clones (manifests only) and reads both files
+  through its mount byte-identical, fetching blobs on demand; B's verify passes; a second push
+  sends nothing;
+- two stores push different checkpoints into one catalog at the same moment: both are published;
+- a checkpoint pushed while B is mounted appears in B's mount after `deltafs pull`;
+- a flipped byte in a blob object: reads that need it fail with EIO, with a log line naming the
+  checkpoint and tensor; every read that succeeds gives the original bytes;
+- the OSD killed, then the whole cluster stopped: reads that need the remote fail with EIO within
+  a bounded time (never hang, never wrong bytes); cached blobs still read; a mount started while
+  the cluster is down comes up and says what it cannot reach.
+
+Exit 77 without the Ceph packages, /dev/fuse, librados support or the shared charlm data.
+"""
+
+import errno
+import os
+import subprocess
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fs"))
+import fsutil as fu  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CEPH = os.path.join(HERE, "ceph.sh")
+POOL = "deltafs"
+TIMEOUT = 3  # DELTAFS_REMOTE_TIMEOUT for every process: seconds per remote operation
+BOUND = 30.0  # a read that needs an unreachable remote must fail within this
+
+
+class Cluster:
+    def __init__(self, w):
+        self.dir = os.path.join(w, "ceph")
+
+    def __enter__(self):
+        p = subprocess.run([CEPH, "start", self.dir, POOL], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+        if p.returncode == fu.SKIP:
+            fu.skip(p.stderr.strip())
+        if p.returncode:
+            self.stop()
+            raise AssertionError(f"ceph.sh start: exit {p.returncode}\n{p.stderr}")
+        os.environ["CEPH_CONF"] = p.stdout.strip()
+        return self
+
+    def kill_osd(self):
+        fu.run(CEPH, "kill-osd", self.dir)
+
+    def stop(self):
+        subprocess.run([CEPH, "stop", self.dir])
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def rados(*args, data=None):
+    p = subprocess.run(["rados", "-p", POOL, *args], input=data, stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, timeout=60)
+    if p.returncode:
+        raise AssertionError(f"rados {' '.join(args)}: {p.stderr.decode()}")
+    return p.stdout
+
+
+def store_with_pair(w, name, url, src):
+    s = os.path.join(w, name)
+    fu.add(s, "base", os.path.join(src, "base.safetensors"))
+    fu.add(s, "qa", os.path.join(src, "finetuned_qa.safetensors"), "--base", "base")
+    fu.run(fu.DELTAFS, "remote", s, "set", url)
+    return s
+
+
+def read_checked(path, orig, step=64 << 10):
+    """pread path from start to end; every byte a read returns must equal orig's there (a read
+    may come back short when the kernel's readahead failed past its first pages). Returns the
+    number of reads that failed with EIO (any other error fails the test; after one, the next read
+    starts at the next step) and the slowest read's seconds."""
+    with open(orig, "rb") as f:
+        want = f.read()
+    failed, slowest, pos = 0, 0.0, 0
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        while pos < len(want):
+            t0 = time.monotonic()
+            try:
+                got = os.pread(fd, step, pos)
+                assert got and got == want[pos:pos + len(got)], f"{path}: wrong bytes at {pos}"
+                pos += len(got)
+            except OSError as e:
+                assert e.errno == errno.EIO, e
+                failed += 1
+                pos = (pos // step + 1) * step
+            slowest = max(slowest, time.monotonic() - t0)
+    finally:
+        os.close(fd)
+    return failed, slowest
+
+
+def main():
+    fu.need_fuse()
+    src = fu.charlm()
+    os.environ["DELTAFS_REMOTE_TIMEOUT"] = str(TIMEOUT)
+    base_src = os.path.join(src, "base.safetensors")
+    qa_src = os.path.join(src, "finetuned_qa.safetensors")
+    with fu.Workdir() as w, Cluster(w) as cl:
+        p = fu.run(fu.DELTAFS, "remote", os.path.join(w, "probe"), "set", "rados:x", check=False)
+        if "without librados" in p.stderr:
+            fu.skip("this build has no librados")
+
+        # Host A pushes; host B clones and reads through its mount.
+        url = f"rados:{POOL}/main"
+        a = store_with_pair(w, "a", url, src)
+        out = fu.run(fu.DELTAFS, "push", a).stdout
+        assert "2 checkpoints published" in out and " 0 already there" in out, out
+        out = fu.run(fu.DELTAFS, "push", a).stdout
+        assert " 0 blobs sent" in out and "0 manifests" in out, out
+        b, mb = os.path.join(w, "b"), os.path.join(w, "mb")
+        out = fu.run(fu.DELTAFS, "clone", url, b).stdout
+        assert "2 checkpoints added" in out, out
+        assert os.stat(os.path.join(b, "remote")).st_mode & 0o777 == 0o600
+        assert not os.listdir(os.path.join(b, "cache")), "clone fetched blobs without --all"
+        with fu.Mount(b, mb) as m:
+            assert fu.sha256(os.path.join(mb, "qa", "finetuned_qa.safetensors")) == fu.sha256(qa_src)
+            assert fu.sha256(os.path.join(mb, "base", "base.safetensors")) == fu.sha256(base_src)
+            assert os.listdir(os.path.join(b, "cache")), "the mount read without caching"
+
+            # Pushed by A while B is mounted: B's pull brings it, the mount shows it.
+            fu.add(a, "qa2", qa_src, "--base", "base")
+            fu.run(fu.DELTAFS, "push", a, "qa2")
+            out = fu.run(fu.DELTAFS, "pull", b).stdout
+            assert "1 checkpoint added" in out and "2 unchanged" in out, out
+            qa2 = os.path.join(mb, "qa2", "finetuned_qa.safetensors")
+            fu.wait_for(lambda: os.path.exists(qa2), "qa2 to appear in B's mount")
+            assert fu.sha256(qa2) == fu.sha256(qa_src)
+            assert "fails" not in m.log(), m.log()
+        out = fu.run(fu.DELTAFS, "verify", b).stdout
+        assert "0 problems" in out, out
+        ex = os.path.join(w, "export")
+        fu.run(fu.DELTAFS, "export", b, "qa", ex)
+        assert fu.sha256(os.path.join(ex, "finetuned_qa.safetensors")) == fu.sha256(qa_src)
+        full = os.path.join(w, "full")
+        out = fu.run(fu.DELTAFS, "clone", url, full, "--all").stdout
+        assert "fetched" in out, out
+        os.rename(os.path.join(full, "remote"), os.path.join(full, "remote.off"))
+        out = fu.run(fu.DELTAFS, "verify", full).stdout  # every blob local now: no remote used
+        assert "0 problems" in out, out
+
+        # Two hosts push into one catalog at the same moment: both entries survive.
+        cat = f"rados:{POOL}/concurrent"
+        stores = []
+        for i in range(4):
+            s = os.path.join(w, f"c{i}")
+            fu.add(s, f"ck{i}", base_src if i % 2 else qa_src)
+            fu.run(fu.DELTAFS, "remote", s, "set", cat)
+            stores.append(s)
+        procs = [subprocess.Popen([fu.DELTAFS, "push", s], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for s in stores]
+        for pr in procs:
+            o, e = pr.communicate(timeout=120)
+            assert pr.returncode == 0, o + e
+        d = os.path.join(w, "d")
+        out = fu.run(fu.DELTAFS, "clone", cat, d).stdout
+        assert "4 checkpoints added" in out, out
+        names = rados("-N", "concurrent", "listomapkeys", "catalog").decode().split()
+        assert names == ["ck0", "ck1", "ck2", "ck3"], names
+
+        # A flipped byte in a blob object: EIO and a log line naming checkpoint and tensor.
+        furl = f"rados:{POOL}/flip"
+        fa = store_with_pair(w, "fa", furl, src)
+        fu.run(fu.DELTAFS, "push", fa)
+        blobs = [o for o in rados("-N", "flip", "ls").decode().split() if len(o) == 32]
+        victim = sorted(blobs)[len(blobs) // 2]
+        obj = bytearray(rados("-N", "flip", "get", victim, "-"))
+        obj[len(obj) // 2] ^= 0x10
+        rados("-N", "flip", "put", victim, "-", data=bytes(obj))
+        fb, mfb = os.path.join(w, "fb"), os.path.join(w, "mfb")
+        fu.run(fu.DELTAFS, "clone", furl, fb)
+        with fu.Mount(fb, mfb) as m:
+            bad = 0
+            for name, orig in (("base", base_src), ("qa", qa_src)):
+                bad += read_checked(os.path.join(mfb, name, os.path.basename(orig)), orig)[0]
+            assert bad, "a damaged object read without error"
+            log = m.log()
+            assert f"object {victim} fails its hash" in log and 'checkpoint "' in log \
+                and 'tensor "' in log, log
+        p = fu.run(fu.DELTAFS, "verify", fb, check=False)
+        assert p.returncode == 1 and "fails its hash" in p.stderr, p.stdout + p.stderr
+
+        # The OSD killed, then the cluster stopped: EIO within a bound, cached bytes still read.
+        g, mg = os.path.join(w, "g"), os.path.join(w, "mg")
+        fu.run(fu.DELTAFS, "clone", url, g)
+        with fu.Mount(g, mg) as m:
+            base_m = os.path.join(mg, "base", "base.safetensors")
+            assert fu.sha256(base_m) == fu.sha256(base_src)  # base now cached
+            cl.kill_osd()
+            result = {}
+            t0 = time.monotonic()
+            t = threading.Thread(target=lambda: result.update(
+                r=read_checked(os.path.join(mg, "qa", "finetuned_qa.safetensors"), qa_src,
+                               step=512 << 10)))
+            t.start()
+            t.join(BOUND * 4)
+            assert not t.is_alive(), "reads hang with the OSD down"
+            failed, slowest = result["r"]
+            print(f"OSD down: {failed} reads failed, slowest {slowest:.1f} s, "
+                  f"all {time.monotonic() - t0:.1f} s")
+            assert failed and slowest < BOUND, (failed, slowest)
+        cl.stop()
+        with fu.Mount(g, mg, "-o", "cache_size=1") as m:
+            # Cached blobs read without the cluster (the kernel's page cache is gone with the
+            # old mount, and the chunk cache is 1 MiB: these come from STORE/cache).
+            assert fu.sha256(os.path.join(mg, "base", "base.safetensors")) == fu.sha256(base_src)
+            assert "serving what is cached" in m.log(), m.log()
+            t0 = time.monotonic()
+            failed, slowest = read_checked(os.path.join(mg, "qa2", "finetuned_qa.safetensors"),
+                                           qa_src, step=512 << 10)
+            print(f"cluster down: {failed} reads failed, slowest {slowest:.1f} s, "
+                  f"all {time.monotonic() - t0:.1f} s")
+            assert failed and slowest < BOUND, (failed, slowest)
+    print("remote: push, clone, mount, pull, concurrent pushes, damaged object, dead cluster: ok")
+
+
+if __name__ == "__main__":
+    main()
