@@ -205,6 +205,28 @@ static int r_list(rb_backend *b, int (*fn)(void *ud, const char *oid), void *ud,
 	return rc < 0 ? rerr(r, err, rc, "cannot list objects", NULL) : rc;
 }
 
+static int r_touch(rb_backend *b, const char *oid, df_err *err)
+{
+	rados_be *r = (rados_be *)b;
+	rados_ioctx_t io;
+	char now[24];
+	int rc = ioctx(r, &io, err);
+	if (rc)
+		return rc;
+	rados_write_op_t op = rados_create_write_op();
+	if (!op)
+		return df_errf(err, -ENOMEM, "out of memory");
+	/* Any write sets the object's mtime; an xattr write leaves its bytes alone. */
+	snprintf(now, sizeof now, "%lld", (long long)time(NULL));
+	rados_write_op_assert_exists(op);
+	rados_write_op_setxattr(op, "deltafs.touched", now, strlen(now));
+	rc = rados_write_op_operate(op, io, oid, NULL, 0);
+	rados_release_write_op(op);
+	if (rc == -ENOENT)
+		return -ENOENT;
+	return rc ? rerr(r, err, rc, "cannot touch", oid) : 0;
+}
+
 static int r_remove(rb_backend *b, const char *oid, df_err *err)
 {
 	rados_be *r = (rados_be *)b;
@@ -358,6 +380,7 @@ static const rb_ops rados_ops = {
 	.put = r_put,
 	.stat = r_stat,
 	.list = r_list,
+	.touch = r_touch,
 	.remove = r_remove,
 	.catalog = r_catalog,
 	.publish = r_publish,

@@ -55,6 +55,9 @@ typedef struct rb_ops {
 	int (*stat)(rb_backend *b, const char *oid, uint64_t *size, time_t *mtime, df_err *err);
 	/* Call fn(ud, oid) for every object; a non-zero return from fn stops and is returned. */
 	int (*list)(rb_backend *b, int (*fn)(void *ud, const char *oid), void *ud, df_err *err);
+	/* Mark an existing object as in use now (its modification time: what remote gc's grace
+	 * period counts from); -ENOENT if absent. */
+	int (*touch)(rb_backend *b, const char *oid, df_err *err);
 	/* Delete an object; -ENOENT if absent. */
 	int (*remove)(rb_backend *b, const char *oid, df_err *err);
 	/* All catalog entries, sorted by name (free with rb_entries_free); none if no catalog yet. */

@@ -657,9 +657,15 @@ static int push_one(par *p, const blob_ref *b, df_err *err)
 	rb_blob_oid(b->h, oid);
 	int rc = be->ops->stat(be, oid, &size, &mtime, err);
 	if (!rc) {
-		p->had++;
-		p->had_bytes += b->len;
-		return 0;
+		/* This push will publish a manifest naming it: keep remote gc off it meanwhile
+		 * (gc deletes only objects unwritten for its grace period). One small write op. */
+		if ((rc = be->ops->touch(be, oid, err)) && rc != -ENOENT)
+			return rc;
+		if (rc != -ENOENT) {
+			p->had++;
+			p->had_bytes += b->len;
+			return 0;
+		}
 	}
 	if (rc != -ENOENT)
 		return rc;
@@ -783,8 +789,8 @@ int rt_push(store *s, rt_tier *t, const char *const *names, size_t n, unsigned t
 		free(buf);
 		if (!rc)
 			st->manifests_sent++;
-		else if (rc == -EEXIST)
-			rc = 0;
+		else if (rc == -EEXIST) /* pushed before; unpublished since, maybe: keep gc off it */
+			rc = t->be->ops->touch(t->be, oid, err);
 		pub[i].name = ms[i]->name;
 		if (!rc && !(pub[i].oid = strdup(oid)))
 			rc = df_errf(err, -ENOMEM, "out of memory");
@@ -1015,5 +1021,172 @@ int rt_fetch_all(store *s, rt_tier *t, unsigned threads, rt_progress_fn progress
 		*bytes = p.sent_bytes;
 	free(p.batch);
 	free(v);
+	return rc;
+}
+
+/* --- the remote's catalog: removal and garbage collection ----------------------------------- */
+
+/* The published manifests, decoded, in catalog order (entries e[0..n)). */
+static int catalog_manifests(rt_tier *t, rb_entry **e, size_t *n, manifest ***ms, df_err *err)
+{
+	int rc = t->be->ops->catalog(t->be, e, n, err);
+	if (rc)
+		return rc;
+	*ms = calloc(*n ? *n : 1, sizeof **ms);
+	if (!*ms)
+		rc = df_errf(err, -ENOMEM, "out of memory");
+	for (size_t i = 0; !rc && i < *n; i++) {
+		void *buf;
+		size_t len;
+		df_err me;
+		if ((rc = t->be->ops->get(t->be, (*e)[i].oid, &buf, &len, err))) {
+			if (rc == -ENOENT)
+				rc = df_errf(err, -EIO, "%s: checkpoint \"%s\": its manifest %s is "
+					     "missing from the remote", t->be->url, (*e)[i].name,
+					     (*e)[i].oid);
+			break;
+		}
+		if ((rc = mf_decode(buf, len, &(*ms)[i], &me)))
+			rc = df_errf(err, rc, "%s: checkpoint \"%s\": %s", t->be->url, (*e)[i].name,
+				     me.msg);
+		free(buf);
+	}
+	if (rc) {
+		for (size_t i = 0; *ms && i < *n; i++)
+			mf_free((*ms)[i]);
+		free(*ms);
+		rb_entries_free(*e, *n);
+	}
+	return rc;
+}
+
+static void manifests_free(rb_entry *e, size_t n, manifest **ms)
+{
+	for (size_t i = 0; i < n; i++)
+		mf_free(ms[i]);
+	free(ms);
+	rb_entries_free(e, n);
+}
+
+int rt_unpublish(rt_tier *t, const char *name, df_err *err)
+{
+	rb_entry *e;
+	manifest **ms;
+	size_t n, found = 0;
+	char users[512] = "";
+	int nusers = 0;
+	int rc = catalog_manifests(t, &e, &n, &ms, err);
+	if (rc)
+		return rc;
+	for (size_t i = 0; i < n; i++) {
+		found |= !strcmp(e[i].name, name);
+		if (!strcmp(ms[i]->base, name)) {
+			size_t l = strlen(users);
+			snprintf(users + l, sizeof users - l, "%s%s", nusers++ ? ", " : "", e[i].name);
+		}
+	}
+	if (!found)
+		rc = df_errf(err, -ENOENT, "%s: no published checkpoint named \"%s\"", t->be->url,
+			     name);
+	else if (nusers)
+		rc = df_errf(err, -EBUSY, "%s: \"%s\" is the published base of %s: remove %s first",
+			     t->be->url, name, users, nusers > 1 ? "them" : "it");
+	else
+		rc = t->be->ops->unpublish(t->be, &name, 1, err);
+	manifests_free(e, n, ms);
+	return rc;
+}
+
+typedef struct gc_list {
+	char **oids;
+	size_t n, cap;
+} gc_list;
+
+static int gc_collect(void *ud, const char *oid)
+{
+	gc_list *l = ud;
+	if (l->n == l->cap) {
+		char **nv = realloc(l->oids, (l->cap = l->cap ? l->cap * 2 : 1024) * sizeof *nv);
+		if (!nv)
+			return -ENOMEM;
+		l->oids = nv;
+	}
+	if (!(l->oids[l->n] = strdup(oid)))
+		return -ENOMEM;
+	l->n++;
+	return 0;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+int rt_gc(rt_tier *t, unsigned grace_s, rt_gc_stats *st, df_err *err)
+{
+	rb_entry *e;
+	manifest **ms;
+	size_t n, nb = 0, cap = 0;
+	blob_ref *v = NULL;
+	gc_list l = {0};
+	memset(st, 0, sizeof *st);
+	/* What is published first, objects after: an object a push writes after the catalog is read
+	 * is newer than the grace period, and so is every blob a push found already there (touched). */
+	int rc = catalog_manifests(t, &e, &n, &ms, err);
+	if (rc)
+		return rc;
+	for (size_t i = 0; !rc && i < n; i++)
+		if (add_blobs(ms[i], &v, &nb, &cap))
+			rc = df_errf(err, -ENOMEM, "out of memory");
+	nb = rc ? 0 : dedup(v, nb);
+	char **kept = calloc(n ? n : 1, sizeof *kept);
+	if (!rc && !kept)
+		rc = df_errf(err, -ENOMEM, "out of memory");
+	for (size_t i = 0; !rc && i < n; i++)
+		kept[i] = e[i].oid;
+	if (!rc) {
+		qsort(kept, n, sizeof *kept, cmp_str);
+		rc = t->be->ops->list(t->be, gc_collect, &l, err);
+		if (rc == -ENOMEM)
+			rc = df_errf(err, rc, "out of memory");
+	}
+	time_t now = time(NULL);
+	for (size_t i = 0; !rc && i < l.n; i++) {
+		const char *oid = l.oids[i];
+		blob_ref key;
+		int ours = !hex_hash(oid, key.h) || (!strncmp(oid, RT_MANIFEST_PREFIX, 2) &&
+						      !hex_hash(oid + 2, key.h));
+		if (!ours) /* the catalog, or an object deltafs did not write: not ours to delete */
+			continue;
+		if (oid[1] == '.' ? bsearch(&oid, kept, n, sizeof *kept, cmp_str) != NULL
+				  : bsearch(&key, v, nb, sizeof *v, cmp_ref) != NULL) {
+			st->kept++;
+			continue;
+		}
+		uint64_t size;
+		time_t mtime;
+		if ((rc = t->be->ops->stat(t->be, oid, &size, &mtime, err)) == -ENOENT) {
+			rc = 0; /* another gc got there first */
+			continue;
+		}
+		if (rc)
+			break;
+		if (now - mtime < (time_t)grace_s) {
+			st->young++;
+			continue;
+		}
+		if ((rc = t->be->ops->remove(t->be, oid, err)) == -ENOENT)
+			rc = 0;
+		else if (!rc) {
+			st->removed++;
+			st->removed_bytes += size;
+		}
+	}
+	for (size_t i = 0; i < l.n; i++)
+		free(l.oids[i]);
+	free(l.oids);
+	free(kept);
+	free(v);
+	manifests_free(e, n, ms);
 	return rc;
 }

@@ -31,6 +31,7 @@
 
 #define RT_CACHE_DEFAULT (16ull << 30) /* cache bound when none is given, bytes */
 #define RT_THREADS 8                   /* parallel remote operations of push and clone --all */
+#define RT_GC_GRACE (24u * 3600)       /* default grace period of remote gc, seconds */
 
 typedef struct rt_tier rt_tier;
 
@@ -57,7 +58,8 @@ typedef struct rt_push_stats {
 } rt_push_stats;
 
 /* Push checkpoints names[0..n) (all if n == 0) and their base chains to the remote, then publish
- * them in one catalog update. threads: parallel uploads (0: RT_THREADS). progress may be NULL. */
+ * them in one catalog update. Objects the remote has already are touched (their mtime renewed) so
+ * that rt_gc leaves them alone until the push has published them. threads: parallel uploads (0: RT_THREADS). progress may be NULL. */
 int rt_push(store *s, rt_tier *t, const char *const *names, size_t n, unsigned threads,
 	    rt_progress_fn progress, void *ud, rt_push_stats *st, df_err *err);
 
@@ -74,5 +76,23 @@ int rt_pull(store *s, rt_tier *t, rt_pull_stats *st, df_err *err);
  * a full local copy, as `deltafs clone --all` makes. *bytes (may be NULL) gets the bytes fetched. */
 int rt_fetch_all(store *s, rt_tier *t, unsigned threads, rt_progress_fn progress, void *ud,
 		 uint64_t *bytes, df_err *err);
+
+/* Remove checkpoint name from the remote's catalog (one atomic update); its objects stay until
+ * rt_gc. -ENOENT if not published, -EBUSY (naming them) while published checkpoints use it as
+ * their base. Hosts that cloned it keep their copy until they `deltafs rm` it. */
+int rt_unpublish(rt_tier *t, const char *name, df_err *err);
+
+typedef struct rt_gc_stats {
+	uint64_t removed, removed_bytes; /* objects deleted */
+	uint64_t kept;                   /* objects a published manifest names (or a manifest) */
+	uint64_t young;                  /* unreferenced, but newer than the grace period */
+} rt_gc_stats;
+
+/* Remote garbage collection: delete every blob and manifest object that no published checkpoint
+ * names and that was last written more than grace_s seconds ago. A push writes or touches every
+ * object it relies on before publishing (rt_push), so a push in flight is never robbed as long as
+ * it takes less than grace_s. The catalog object and objects not named the way deltafs names them
+ * are left alone. */
+int rt_gc(rt_tier *t, unsigned grace_s, rt_gc_stats *st, df_err *err);
 
 #endif

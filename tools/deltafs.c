@@ -3,6 +3,7 @@
  * remote, push, pull, clone.
  */
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,6 +49,11 @@ static const char usage_text[] =
 	"  clone URL STORE [--all] [--id NAME] [--conf FILE]\n"
 	"                             a new store from a remote: manifests only, blobs on demand\n"
 	"                             (--all: fetch every blob now)\n"
+	"  rm STORE NAME --remote     unpublish NAME from the remote's catalog (refused while\n"
+	"                             published checkpoints use it as base)\n"
+	"  gc STORE --remote [--grace SECONDS]\n"
+	"                             delete the remote objects no published checkpoint names and\n"
+	"                             unwritten for SECONDS (default 86400): longer than any push\n"
 	"\n"
 	"examples:\n"
 	"  deltafs init /srv/models\n"
@@ -517,6 +523,40 @@ static int cmd_clone(const rb_config *cfg, const char *dir, int all)
 	return rc;
 }
 
+static int cmd_rm_remote(const char *dir, const char *name)
+{
+	store *s;
+	rt_tier *t;
+	df_err e;
+	if (need_tier(dir, STORE_RDONLY, &s, &t))
+		return 1;
+	int rc = rt_unpublish(t, name, &e);
+	if (!rc)
+		printf("unpublished \"%s\" from %s; run `deltafs gc %s --remote` to free its objects\n",
+		       name, rt_backend(t)->url, dir);
+	close_tiered(s, t);
+	return rc ? fail(&e) : 0;
+}
+
+static int cmd_gc_remote(const char *dir, unsigned grace)
+{
+	store *s;
+	rt_tier *t;
+	df_err e;
+	rt_gc_stats st;
+	char a[32];
+	if (need_tier(dir, STORE_RDONLY, &s, &t))
+		return 1;
+	int rc = rt_gc(t, grace, &st, &e);
+	if (!rc)
+		printf("%s: removed %llu objects (%s); %llu in use; %llu unused but written less than "
+		       "%u s ago\n", rt_backend(t)->url, (unsigned long long)st.removed,
+		       cli_size(st.removed_bytes, a), (unsigned long long)st.kept,
+		       (unsigned long long)st.young, grace);
+	close_tiered(s, t);
+	return rc ? fail(&e) : 0;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") ||
@@ -525,7 +565,8 @@ int main(int argc, char **argv)
 		return argc < 2 ? 2 : 0;
 	}
 	const char *cmd = argv[1];
-	int force = 0, bytes = 0, all = 0;
+	int force = 0, bytes = 0, all = 0, remote = 0;
+	unsigned grace = RT_GC_GRACE;
 	size_t n = 0;
 	rb_config cfg = {0};
 	const char *arg[argc];
@@ -536,6 +577,16 @@ int main(int argc, char **argv)
 			bytes = 1;
 		} else if (!strcmp(argv[i], "--all")) {
 			all = 1;
+		} else if (!strcmp(argv[i], "--remote")) {
+			remote = 1;
+		} else if (!strcmp(argv[i], "--grace") && i + 1 < argc) {
+			char *end;
+			unsigned long v = strtoul(argv[++i], &end, 10);
+			if (*end || !*argv[i] || v > UINT_MAX) {
+				fprintf(stderr, "deltafs: --grace takes a number of seconds\n");
+				return 2;
+			}
+			grace = (unsigned)v;
 		} else if ((!strcmp(argv[i], "--id") || !strcmp(argv[i], "--conf")) && i + 1 < argc) {
 			*(argv[i][2] == 'i' ? &cfg.id : &cfg.conf) = argv[i + 1];
 			i++;
@@ -553,9 +604,9 @@ int main(int argc, char **argv)
 	if (!strcmp(cmd, "info") && n == 2)
 		return cmd_info(arg[0], arg[1]);
 	if (!strcmp(cmd, "rm") && n == 2)
-		return cmd_rm(arg[0], arg[1]);
+		return remote ? cmd_rm_remote(arg[0], arg[1]) : cmd_rm(arg[0], arg[1]);
 	if (!strcmp(cmd, "gc") && n == 1)
-		return cmd_gc(arg[0]);
+		return remote ? cmd_gc_remote(arg[0], grace) : cmd_gc(arg[0]);
 	if (!strcmp(cmd, "verify") && (n == 1 || n == 2))
 		return cmd_verify(arg[0], n == 2 ? arg[1] : NULL);
 	if (!strcmp(cmd, "snapshot") && n == 2)

@@ -6,6 +6,8 @@ simulated as two stores with their own caches on one pool:
   through its mount byte-identical, fetching blobs on demand; B's verify passes; a second push
   sends nothing;
 - two stores push different checkpoints into one catalog at the same moment: both are published;
+- remote gc removes what no published checkpoint names once older than the grace period, keeps
+  young objects (a push in flight) and everything published; unpublishing a base is refused;
 - a checkpoint pushed while B is mounted appears in B's mount after `deltafs pull`;
 - a flipped byte in a blob object: reads that need it fail with EIO, with a log line naming the
   checkpoint and tensor; every read that succeeds gives the original bytes;
@@ -168,6 +170,31 @@ def main():
         names = rados("-N", "concurrent", "listomapkeys", "catalog").decode().split()
         assert names == ["ck0", "ck1", "ck2", "ck3"], names
 
+        # Remote gc: only what no published manifest names, and only past the grace period.
+        gurl = f"rados:{POOL}/gc"
+        ga = store_with_pair(w, "ga", gurl, src)
+        fu.run(fu.DELTAFS, "push", ga)
+        p = fu.run(fu.DELTAFS, "rm", ga, "base", "--remote", check=False)
+        assert p.returncode == 1 and "published base of qa" in p.stderr, p.stderr
+        stray = "0123456789abcdef0123456789abcdef"  # as a push in flight leaves its blobs
+        rados("-N", "gc", "put", stray, "-", data=b"in flight")
+        before = set(rados("-N", "gc", "ls").decode().split())
+        fu.run(fu.DELTAFS, "rm", ga, "qa", "--remote")
+        out = fu.run(fu.DELTAFS, "gc", ga, "--remote", "--grace", "3600").stdout
+        assert "removed 0 objects" in out, out
+        assert set(rados("-N", "gc", "ls").decode().split()) == before
+        time.sleep(1.1)  # object mtimes have one-second resolution
+        out = fu.run(fu.DELTAFS, "gc", ga, "--remote", "--grace", "1").stdout
+        after = set(rados("-N", "gc", "ls").decode().split())
+        assert stray not in after and "catalog" in after and len(after) < len(before) - 1, out
+        gb = os.path.join(w, "gb")
+        out = fu.run(fu.DELTAFS, "clone", gurl, gb).stdout
+        assert "1 checkpoint added" in out, out
+        assert "0 problems" in fu.run(fu.DELTAFS, "verify", gb).stdout
+        fu.run(fu.DELTAFS, "push", ga, "qa")  # sends qa's blobs again
+        fu.run(fu.DELTAFS, "pull", gb)
+        assert "0 problems" in fu.run(fu.DELTAFS, "verify", gb, "qa").stdout
+
         # A flipped byte in a blob object: EIO and a log line naming checkpoint and tensor.
         furl = f"rados:{POOL}/flip"
         fa = store_with_pair(w, "fa", furl, src)
@@ -221,7 +248,7 @@ def main():
             print(f"cluster down: {failed} reads failed, slowest {slowest:.1f} s, "
                   f"all {time.monotonic() - t0:.1f} s")
             assert failed and slowest < BOUND, (failed, slowest)
-    print("remote: push, clone, mount, pull, concurrent pushes, damaged object, dead cluster: ok")
+    print("remote: push, clone, mount, pull, concurrent pushes, gc, damaged object, dead cluster: ok")
 
 
 if __name__ == "__main__":
