@@ -293,7 +293,8 @@ static int c_scan(rt_tier *t, df_err *err)
 		n++;
 	}
 	closedir(d);
-	qsort(v, n, sizeof *v, by_mtime);
+	if (n)
+		qsort(v, n, sizeof *v, by_mtime);
 	uint8_t none[16] = {0};
 	pthread_mutex_lock(&t->mu);
 	for (size_t i = 0; i < n; i++)
@@ -567,7 +568,8 @@ static int add_blobs(const manifest *m, blob_ref **v, size_t *n, size_t *cap)
 static size_t dedup(blob_ref *v, size_t n)
 {
 	size_t k = 0;
-	qsort(v, n, sizeof *v, cmp_ref);
+	if (n)
+		qsort(v, n, sizeof *v, cmp_ref);
 	for (size_t i = 0; i < n; i++)
 		if (!k || memcmp(v[k - 1].h, v[i].h, 16))
 			v[k++] = v[i];
@@ -1145,7 +1147,8 @@ int rt_gc(rt_tier *t, unsigned grace_s, rt_gc_stats *st, df_err *err)
 	for (size_t i = 0; !rc && i < n; i++)
 		kept[i] = e[i].oid;
 	if (!rc) {
-		qsort(kept, n, sizeof *kept, cmp_str);
+		if (n)
+			qsort(kept, n, sizeof *kept, cmp_str);
 		rc = t->be->ops->list(t->be, gc_collect, &l, err);
 		if (rc == -ENOMEM)
 			rc = df_errf(err, rc, "out of memory");
@@ -1159,7 +1162,7 @@ int rt_gc(rt_tier *t, unsigned grace_s, rt_gc_stats *st, df_err *err)
 		if (!ours) /* the catalog, or an object deltafs did not write: not ours to delete */
 			continue;
 		if (oid[1] == '.' ? bsearch(&oid, kept, n, sizeof *kept, cmp_str) != NULL
-				  : bsearch(&key, v, nb, sizeof *v, cmp_ref) != NULL) {
+				  : nb && bsearch(&key, v, nb, sizeof *v, cmp_ref) != NULL) {
 			st->kept++;
 			continue;
 		}
