@@ -491,12 +491,14 @@ int rt_open(store *s, uint64_t cache_bytes, rt_tier **out, df_err *err)
 	pthread_mutex_init(&t->mu, NULL);
 	pthread_cond_init(&t->cv, NULL);
 	snprintf(t->dir, sizeof t->dir, "%s/cache", store_path(s));
+	/* A user who may read the store but not write its directory (verify, export) still reads
+	 * through the remote, without a cache: c_write's failures only cost fetches. */
 	if (!(t->buckets = calloc(t->nbuckets, sizeof *t->buckets)))
 		rc = df_errf(err, -ENOMEM, "out of memory");
-	else if (mkdir(t->dir, 0700) && errno != EEXIST)
+	else if (mkdir(t->dir, 0700) && errno != EEXIST && errno != EACCES && errno != EROFS)
 		rc = df_errf(err, -errno, "%s: cannot create the remote cache: %s", t->dir,
 			     strerror(errno));
-	else
+	else if (!access(t->dir, F_OK))
 		rc = c_scan(t, err);
 	if (rc) {
 		rt_close(t);

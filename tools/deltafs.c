@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "../codec/codec.h"
 #include "../codec/deltadq.h"
@@ -44,8 +45,10 @@ static const char usage_text[] =
 	"  remote STORE               show the store's remote\n"
 	"  push STORE [NAME...]       upload what the remote lacks of these checkpoints (all by\n"
 	"                             default) and their bases, then publish them atomically\n"
-	"  pull STORE                 add or update the checkpoints the remote publishes\n"
-	"                             (manifests only: blobs are fetched when read)\n"
+	"  pull STORE [--every SECONDS]\n"
+	"                             add or update the checkpoints the remote publishes\n"
+	"                             (manifests only: blobs are fetched when read); --every:\n"
+	"                             keep doing it, so a mount shows new pushes within SECONDS\n"
 	"  clone URL STORE [--all] [--id NAME] [--conf FILE]\n"
 	"                             a new store from a remote: manifests only, blobs on demand\n"
 	"                             (--all: fetch every blob now)\n"
@@ -475,15 +478,31 @@ static int pull(const char *dir, store *s, rt_tier *t)
 	return 0;
 }
 
-static int cmd_pull(const char *dir)
+/* every > 0: pull again every `every` seconds until killed, going on after failures (a remote
+ * unreachable for a while must not end the loop); only changes are printed. */
+static int cmd_pull(const char *dir, unsigned every)
 {
 	store *s;
 	rt_tier *t;
+	df_err e;
+	rt_pull_stats st;
 	if (need_tier(dir, 0, &s, &t))
 		return 1;
-	int rc = pull(dir, s, t);
-	close_tiered(s, t);
-	return rc;
+	if (!every) {
+		int rc = pull(dir, s, t);
+		close_tiered(s, t);
+		return rc;
+	}
+	for (;;) {
+		if (rt_pull(s, t, &st, &e))
+			fprintf(stderr, "deltafs: %s\n", e.msg);
+		else if (st.added || st.replaced)
+			printf("%s: %llu checkpoint%s added, %llu updated\n", dir,
+			       (unsigned long long)st.added, st.added == 1 ? "" : "s",
+			       (unsigned long long)st.replaced);
+		fflush(stdout);
+		sleep(every);
+	}
 }
 
 static int cmd_clone(const rb_config *cfg, const char *dir, int all)
@@ -566,7 +585,7 @@ int main(int argc, char **argv)
 	}
 	const char *cmd = argv[1];
 	int force = 0, bytes = 0, all = 0, remote = 0;
-	unsigned grace = RT_GC_GRACE;
+	unsigned grace = RT_GC_GRACE, every = 0;
 	size_t n = 0;
 	rb_config cfg = {0};
 	const char *arg[argc];
@@ -579,14 +598,16 @@ int main(int argc, char **argv)
 			all = 1;
 		} else if (!strcmp(argv[i], "--remote")) {
 			remote = 1;
-		} else if (!strcmp(argv[i], "--grace") && i + 1 < argc) {
+		} else if ((!strcmp(argv[i], "--grace") || !strcmp(argv[i], "--every")) &&
+			   i + 1 < argc) {
 			char *end;
-			unsigned long v = strtoul(argv[++i], &end, 10);
-			if (*end || !*argv[i] || v > UINT_MAX) {
-				fprintf(stderr, "deltafs: --grace takes a number of seconds\n");
+			unsigned long v = strtoul(argv[i + 1], &end, 10);
+			if (*end || !*argv[i + 1] || v > UINT_MAX) {
+				fprintf(stderr, "deltafs: %s takes a number of seconds\n", argv[i]);
 				return 2;
 			}
-			grace = (unsigned)v;
+			*(argv[i][2] == 'g' ? &grace : &every) = (unsigned)v;
+			i++;
 		} else if ((!strcmp(argv[i], "--id") || !strcmp(argv[i], "--conf")) && i + 1 < argc) {
 			*(argv[i][2] == 'i' ? &cfg.id : &cfg.conf) = argv[i + 1];
 			i++;
@@ -622,7 +643,7 @@ int main(int argc, char **argv)
 	if (!strcmp(cmd, "push") && n >= 1)
 		return cmd_push(arg[0], arg + 1, n - 1);
 	if (!strcmp(cmd, "pull") && n == 1)
-		return cmd_pull(arg[0]);
+		return cmd_pull(arg[0], every);
 	if (!strcmp(cmd, "clone") && n == 2) {
 		cfg.url = arg[0];
 		return cmd_clone(&cfg, arg[1], all);

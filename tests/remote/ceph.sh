@@ -93,8 +93,8 @@ mgr data = $dir/mgr.\$id
 [osd]
 osd data = $dir/osd.\$id
 osd objectstore = memstore
-memstore device bytes = 2147483648
-osd max object size = 134217728
+memstore device bytes = 4294967296
+osd max object size = 1073741824
 EOF
 
 kr="$dir/keyring"

@@ -8,7 +8,7 @@ simulated as two stores with their own caches on one pool:
 - two stores push different checkpoints into one catalog at the same moment: both are published;
 - remote gc removes what no published checkpoint names once older than the grace period, keeps
   young objects (a push in flight) and everything published; unpublishing a base is refused;
-- a checkpoint pushed while B is mounted appears in B's mount after `deltafs pull`;
+- a checkpoint pushed while B is mounted appears in B's mount while `deltafs pull --every 1` runs;
 - a flipped byte in a blob object: reads that need it fail with EIO, with a log line naming the
   checkpoint and tensor; every read that succeeds gives the original bytes;
 - the OSD killed, then the whole cluster stopped: reads that need the remote fail with EIO within
@@ -130,14 +130,21 @@ def main():
             assert fu.sha256(os.path.join(mb, "base", "base.safetensors")) == fu.sha256(base_src)
             assert os.listdir(os.path.join(b, "cache")), "the mount read without caching"
 
-            # Pushed by A while B is mounted: B's pull brings it, the mount shows it.
-            fu.add(a, "qa2", qa_src, "--base", "base")
-            fu.run(fu.DELTAFS, "push", a, "qa2")
-            out = fu.run(fu.DELTAFS, "pull", b).stdout
-            assert "1 checkpoint added" in out and "2 unchanged" in out, out
-            qa2 = os.path.join(mb, "qa2", "finetuned_qa.safetensors")
-            fu.wait_for(lambda: os.path.exists(qa2), "qa2 to appear in B's mount")
+            # Pushed by A while B is mounted and pulls every second: the mount shows it.
+            puller = subprocess.Popen([fu.DELTAFS, "pull", b, "--every", "1"],
+                                      stdout=subprocess.PIPE, text=True)
+            try:
+                fu.add(a, "qa2", qa_src, "--base", "base")
+                fu.run(fu.DELTAFS, "push", a, "qa2")
+                qa2 = os.path.join(mb, "qa2", "finetuned_qa.safetensors")
+                fu.wait_for(lambda: os.path.exists(qa2), "qa2 to appear in B's mount")
+            finally:
+                puller.kill()
+                out = puller.communicate()[0]
+            assert "1 checkpoint added" in out, out
             assert fu.sha256(qa2) == fu.sha256(qa_src)
+            out = fu.run(fu.DELTAFS, "pull", b).stdout
+            assert "0 checkpoints added, 0 updated, 3 unchanged" in out, out
             assert "fails" not in m.log(), m.log()
         out = fu.run(fu.DELTAFS, "verify", b).stdout
         assert "0 problems" in out, out
