@@ -100,7 +100,7 @@ static void usage(FILE *f)
 		"  -o cache_size=MiB  bound of the decoded-chunk cache (default %u)\n"
 		"  -o threads=N       FUSE worker threads at most (default %u)\n"
 		"  -o prefetch=N      threads decoding ahead of sequential readers (default: one\n"
-		"                     per CPU; 0: none)\n"
+		"                     per CPU, at least 8 on a store with a remote; 0: none)\n"
 		"  -o read_ahead_kb=N the mount's readahead, set after mounting (default %u: the\n"
 		"                     largest request; needs root; 0: the kernel's 128)\n"
 		"  -o remote_cache=GiB a store with a remote (deltafs clone): bound of STORE/cache,\n"
@@ -255,6 +255,9 @@ static int serve(struct cli *c, struct fuse_args *args, int status_fd)
 		goto fail;
 	/* An unreachable remote does not stop the mount: what is local or cached reads, the rest
 	 * fails with EIO (after the remote's timeout, then at once for a few seconds). */
+	/* Fetching ahead waits on the network more than on the CPU: more prefetch threads. */
+	if (tier && c->prefetch == UINT_MAX && o.prefetchers < RT_THREADS)
+		o.prefetchers = RT_THREADS;
 	if (tier && rb_probe(rt_backend(tier), &err))
 		fs_log(LOG_WARNING, "%s; serving what is cached, reading anything else fails with "
 		       "EIO until it is reachable", err.msg);

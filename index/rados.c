@@ -17,12 +17,14 @@
 #include <errno.h>
 #include <pthread.h>
 #include <rados/librados.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define RADOS_RETRY_S 5        /* after a failed connect, fail fast for this long */
 #define RADOS_READ_MAX (4u << 20) /* bytes per rados_read call */
+#define RADOS_FIRST_READ (1u << 20) /* bytes read with the stat, in the same op */
 #define RADOS_OMAP_PAGE 1000   /* catalog entries per omap read */
 
 typedef struct rados_be {
@@ -125,29 +127,55 @@ static int r_get(rb_backend *b, const char *oid, void **p, size_t *n, df_err *er
 {
 	rados_be *r = (rados_be *)b;
 	rados_ioctx_t io;
-	uint64_t size;
-	time_t mtime;
-	int rc = ioctx(r, &io, err);
+	uint64_t size = 0;
+	size_t got = 0;
+	int rc = ioctx(r, &io, err), srv = 0, rrv = 0;
 	if (rc)
 		return rc;
-	if ((rc = rados_stat(io, oid, &size, &mtime)))
-		return rerr(r, err, rc, "cannot read", oid);
-	char *buf = malloc(size ? size : 1);
-	if (!buf)
+	/* One round trip for what fits RADOS_FIRST_READ (every blob: chunks are at most a few
+	 * hundred KiB): stat and read in one op; a larger object (a manifest) reads the rest after. */
+	char *buf = malloc(RADOS_FIRST_READ);
+	rados_read_op_t op = rados_create_read_op();
+	if (!buf || !op) {
+		free(buf);
+		if (op)
+			rados_release_read_op(op);
 		return df_errf(err, -ENOMEM, "out of memory");
-	uint64_t done = 0;
-	while (done < size) {
-		size_t want = size - done < RADOS_READ_MAX ? (size_t)(size - done) : RADOS_READ_MAX;
-		rc = rados_read(io, oid, buf + done, want, done);
-		if (rc <= 0) {
-			free(buf);
-			/* 0 before the end: the object shrank, which immutable objects never do. */
-			return rerr(r, err, rc ? rc : -EIO, "cannot read", oid);
-		}
-		done += (uint64_t)rc;
+	}
+	rados_read_op_stat(op, &size, NULL, &srv);
+	rados_read_op_read(op, 0, RADOS_FIRST_READ, buf, &got, &rrv);
+	rc = rados_read_op_operate(op, io, oid, 0);
+	rados_release_read_op(op);
+	if (!rc)
+		rc = srv ? srv : rrv;
+	if (!rc && (got > size || size > SIZE_MAX))
+		rc = -EIO;
+	if (!rc && size > RADOS_FIRST_READ) {
+		char *nb = realloc(buf, (size_t)size);
+		if (!nb)
+			rc = -ENOMEM;
+		else
+			buf = nb;
+	}
+	while (!rc && got < size) {
+		size_t want = size - got < RADOS_READ_MAX ? (size_t)(size - got) : RADOS_READ_MAX;
+		int k = rados_read(io, oid, buf + got, want, got);
+		/* 0 before the end: the object shrank, which immutable objects never do. */
+		rc = k < 0 ? k : k == 0 ? -EIO : 0;
+		got += k > 0 ? (size_t)k : 0;
+	}
+	if (rc) {
+		free(buf);
+		if (rc == -ENOENT)
+			return -ENOENT;
+		return rc == -ENOMEM ? df_errf(err, rc, "out of memory") : rerr(r, err, rc, "cannot read", oid);
+	}
+	if (got < RADOS_FIRST_READ / 2) { /* do not hold on to the first read's spare room */
+		char *nb = realloc(buf, got ? got : 1);
+		buf = nb ? nb : buf;
 	}
 	*p = buf;
-	*n = (size_t)size;
+	*n = got;
 	return 0;
 }
 

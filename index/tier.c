@@ -966,7 +966,8 @@ static int fetch_one(par *p, const blob_ref *b, df_err *err)
 	char oid[33];
 	rb_blob_oid(b->h, oid);
 	if ((rc = p->t->be->ops->get(p->t->be, oid, &buf, &n, err)))
-		return rc;
+		return rc == -ENOENT ? df_errf(err, -EIO, "%s: object %s is missing from the remote",
+					       p->t->be->url, oid) : rc;
 	if (store_blob_check(b->h, buf, n)) {
 		free(buf);
 		return df_errf(err, -EIO, "%s: object %s fails its hash (damaged in the remote)",

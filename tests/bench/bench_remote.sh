@@ -7,7 +7,7 @@
 # table.
 #
 #   tests/bench/bench_remote.sh [SCRATCH]    (as root, from the repository root; SCRATCH ./scratch)
-#   env: BUILD (./build), LAYERS (4: a ~230 MB BF16 base and fine-tune), N_LIST (1000)
+#   env: BUILD (./build), LAYERS (2: a ~470 MB BF16 base and fine-tune), N_LIST (1000)
 #
 # Cold means: a new clone (empty cache) and a fresh mount (no page cache for its files); the
 # host's page cache is not dropped (other work on the machine is left alone). Sizes are logical
@@ -17,7 +17,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 SCRATCH=$(mkdir -p "${1:-./scratch}" && cd "${1:-./scratch}" && pwd)/bench-remote
 BUILD=$(cd "${BUILD:-./build}" && pwd)
-LAYERS=${LAYERS:-4}
+LAYERS=${LAYERS:-2}
 N_LIST=${N_LIST:-1000}
 PY=/usr/bin/python3
 D=$BUILD/tools/deltafs
@@ -60,12 +60,12 @@ $PY "$ROOT/tests/data/genmodel.py" -q --preset 1g --layers "$LAYERS" --seed 1 --
 fsize=$(stat -c %s "$ft") bsize=$(stat -c %s "$base")
 
 A=$SCRATCH/a B=$SCRATCH/b
-$ADD "$A" base "$base" -q
-$ADD "$A" ft "$ft" --base base -q
+$ADD "$A" base "$base" -q >/dev/null
+$ADD "$A" ft "$ft" --base base -q >/dev/null
 $D remote "$A" set "rados:$POOL/m" >/dev/null
 stored=$($D ls "$A" --bytes | awk 'NR > 1 && NF > 5 { s += $4 } END { print s }')
 
-t_push=$(timed "$D" push "$A")
+t_push=$(timed "$D" push "$A" 2>/dev/null)
 t_put=$(timed rados -p "$POOL" put whole "$base")
 t_get=$(timed rados -p "$POOL" get whole "$SCRATCH/got")
 rm -f "$SCRATCH/got"
@@ -83,8 +83,9 @@ umnt "$SCRATCH/ma"
 
 # N_LIST checkpoints (a small file each, one blob shared by all) published in one push.
 L=$SCRATCH/list
-head -c 4096 /dev/urandom >"$SCRATCH/small.bin"
-for i in $(seq 1 "$N_LIST"); do $ADD "$L" "c$i" "$SCRATCH/small.bin" -q >/dev/null; done
+mkdir "$SCRATCH/small"
+head -c 4096 /dev/urandom >"$SCRATCH/small/config.bin"
+for i in $(seq 1 "$N_LIST"); do $ADD "$L" "c$i" "$SCRATCH/small" -q >/dev/null; done
 $D remote "$L" set "rados:$POOL/list" >/dev/null
 t_lpush=$(timed "$D" push "$L")
 t_lclone=$(timed "$D" clone "rados:$POOL/list" "$SCRATCH/list2")
