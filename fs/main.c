@@ -43,7 +43,8 @@
 struct cli {
 	char *store, *mnt;
 	unsigned cache_mib, threads, prefetch, read_ahead_kb;
-	unsigned remote_cache_gib; /* bound of a clone's blob cache (index/tier.h), 0: default */
+	char *remote_cache; /* GiB (a decimal number): bound of a clone's blob cache (index/tier.h) */
+	uint64_t remote_cache_bytes; /* the same in bytes, 0: the default */
 	int foreground, debug, help, version;
 };
 
@@ -56,7 +57,7 @@ static const struct fuse_opt cli_opts[] = {
 	CLI_OPT("threads=%u", threads),
 	CLI_OPT("prefetch=%u", prefetch),
 	CLI_OPT("read_ahead_kb=%u", read_ahead_kb),
-	CLI_OPT("remote_cache=%u", remote_cache_gib),
+	CLI_OPT("remote_cache=%s", remote_cache),
 	FUSE_OPT_KEY("-f", KEY_FG),
 	FUSE_OPT_KEY("-d", KEY_DEBUG),
 	FUSE_OPT_KEY("debug", KEY_DEBUG),
@@ -251,7 +252,7 @@ static int serve(struct cli *c, struct fuse_args *args, int status_fd)
 	}
 	if ((rc = store_open(store_abs, STORE_RDONLY | STORE_RANDOM, &st, &err)))
 		goto fail;
-	if ((rc = rt_open(st, (uint64_t)c->remote_cache_gib << 30, &tier, &err)))
+	if ((rc = rt_open(st, c->remote_cache_bytes, &tier, &err)))
 		goto fail;
 	/* An unreachable remote does not stop the mount: what is local or cached reads, the rest
 	 * fails with EIO (after the remote's timeout, then at once for a few seconds). */
@@ -320,6 +321,15 @@ static int serve(struct cli *c, struct fuse_args *args, int status_fd)
 	       "%llu evictions, %llu failed decodes", mnt_abs, (unsigned long long)cs.hits,
 	       (unsigned long long)cs.misses, (unsigned long long)cs.waits,
 	       (unsigned long long)cs.evictions, (unsigned long long)cs.failures);
+	if (tier) {
+		rt_stats ts;
+		rt_get_stats(tier, &ts);
+		fs_log(LOG_INFO, "remote: %llu fetches (%llu bytes), %llu shared with another reader, "
+		       "%llu cache hits, %llu evictions, %llu failed", (unsigned long long)ts.fetches,
+		       (unsigned long long)ts.fetch_bytes, (unsigned long long)ts.shared,
+		       (unsigned long long)ts.hits, (unsigned long long)ts.evictions,
+		       (unsigned long long)ts.failures);
+	}
 	fs_mount_fini(&m);
 	fuse_session_destroy(se);
 	rt_close(tier);
@@ -378,6 +388,16 @@ int main(int argc, char **argv)
 		fprintf(stderr, "mount.deltafs: cache_size and threads must be at least 1\n");
 		goto out;
 	}
+	if (c.remote_cache) {
+		char *end;
+		double gib = strtod(c.remote_cache, &end);
+		if (*end || end == c.remote_cache || !(gib > 0) || gib > 1e6) {
+			fprintf(stderr, "mount.deltafs: remote_cache=%s: a size in GiB, such as 64 or "
+				"0.5\n", c.remote_cache);
+			goto out;
+		}
+		c.remote_cache_bytes = (uint64_t)(gib * (double)(1ull << 30));
+	}
 	fs_log_debug(c.debug);
 
 	if (!c.foreground) {
@@ -405,5 +425,6 @@ out:
 	fuse_opt_free_args(&args);
 	free(c.store);
 	free(c.mnt);
+	free(c.remote_cache);
 	return rc;
 }

@@ -52,6 +52,7 @@ struct rt_tier {
 	uint64_t bytes;
 	flight *flights;
 	unsigned long tmp_seq;
+	rt_stats stats;
 };
 
 static size_t bucket_of(const rt_tier *t, const uint8_t h[16])
@@ -162,6 +163,7 @@ static void c_evict(rt_tier *t, const uint8_t keep[16])
 		c_path(t, e->h, p, sizeof p);
 		unlink(p);
 		c_drop(t, e);
+		t->stats.evictions++;
 	}
 }
 
@@ -204,6 +206,7 @@ static int c_read(rt_tier *t, const uint8_t h[16], void **p, size_t *n)
 	}
 	pthread_mutex_lock(&t->mu);
 	c_touch(t, h, done);
+	t->stats.hits++;
 	pthread_mutex_unlock(&t->mu);
 	*p = buf;
 	*n = done;
@@ -340,6 +343,7 @@ static int rt_fetch(void *ud, const uint8_t h[16], void **p, size_t *n, df_err *
 			f = f->next;
 		if (f) { /* someone fetches it: wait, and share their result */
 			f->refs++;
+			t->stats.shared++;
 			while (!f->done)
 				pthread_cond_wait(&t->cv, &t->mu);
 			rc = f->rc ? df_errf(err, f->rc, "%s", f->msg) : copy_out(f->p, f->n, p, n, err);
@@ -359,8 +363,10 @@ static int rt_fetch(void *ud, const uint8_t h[16], void **p, size_t *n, df_err *
 		/* Between c_read and registering, another thread may have finished the same fetch:
 		 * look once more so that it is not fetched twice. */
 		df_err e;
+		int fetched = 0;
 		rc = c_read(t, h, &f->p, &f->n);
 		if (rc == -ENOENT) {
+			fetched = 1;
 			rb_blob_oid(h, oid);
 			rc = t->be->ops->get(t->be, oid, &f->p, &f->n, &e);
 			if (rc == -ENOENT)
@@ -384,6 +390,12 @@ static int rt_fetch(void *ud, const uint8_t h[16], void **p, size_t *n, df_err *
 			}
 		f->done = 1;
 		f->rc = rc;
+		if (rc) {
+			t->stats.failures++;
+		} else if (fetched) {
+			t->stats.fetches++;
+			t->stats.fetch_bytes += f->n;
+		}
 		snprintf(f->msg, sizeof f->msg, "%s", rc ? e.msg : "");
 		pthread_cond_broadcast(&t->cv);
 		rc = rc ? df_errf(err, rc, "%s", e.msg) : copy_out(f->p, f->n, p, n, err);
@@ -530,6 +542,13 @@ void rt_close(rt_tier *t)
 rb_backend *rt_backend(rt_tier *t)
 {
 	return t->be;
+}
+
+void rt_get_stats(rt_tier *t, rt_stats *out)
+{
+	pthread_mutex_lock(&t->mu);
+	*out = t->stats;
+	pthread_mutex_unlock(&t->mu);
 }
 
 /* --- parallel work over a list of blobs ----------------------------------------------------- */

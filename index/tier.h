@@ -47,6 +47,17 @@ void rt_close(rt_tier *t);
 
 rb_backend *rt_backend(rt_tier *t);
 
+typedef struct rt_stats {
+	uint64_t fetches, fetch_bytes; /* objects read from the remote */
+	uint64_t shared;               /* reads that waited for another thread's fetch */
+	uint64_t hits;                 /* blobs found in STORE/cache */
+	uint64_t evictions;            /* blobs removed from STORE/cache to keep its bound */
+	uint64_t failures;             /* fetches that failed (unreachable, missing, bad hash) */
+} rt_stats;
+
+/* Counters since rt_open (this process only). */
+void rt_get_stats(rt_tier *t, rt_stats *out);
+
 /* Progress of push / fetch_all: called from the calling thread about every 200 ms and at the end. */
 typedef void (*rt_progress_fn)(void *ud, uint64_t done, uint64_t total);
 

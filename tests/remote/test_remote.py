@@ -5,6 +5,8 @@ simulated as two stores with their own caches on one pool:
 - host A adds the charlm pair and pushes; host B clones (manifests only) and reads both files
   through its mount byte-identical, fetching blobs on demand; B's verify passes; a second push
   sends nothing;
+- eight readers of one file on a fresh clone fetch no blob twice; a cache bounded at 512 KiB
+  evicts and stays within its bound;
 - two stores push different checkpoints into one catalog at the same moment: both are published;
 - remote gc removes what no published checkpoint names once older than the grace period, keeps
   young objects (a push in flight) and everything published; unpublishing a base is refused;
@@ -102,6 +104,18 @@ def read_checked(path, orig, step=64 << 10):
     return failed, slowest
 
 
+def remote_stats(log):
+    """The counters mount.deltafs logs at unmount: {"fetches": N, "evictions": N, ...}."""
+    line = next(x for x in log.splitlines() if "remote: " in x and " fetches " in x)
+    words = line.split("remote: ", 1)[1].replace("(", "").replace(")", "").replace(",", "").split()
+    out = {}
+    for i, w in enumerate(words):
+        if w.isdigit() and i + 1 < len(words) and words[i + 1] in ("fetches", "evictions",
+                                                                 "failed", "shared", "cache"):
+            out[words[i + 1]] = int(w)
+    return out
+
+
 def main():
     fu.need_fuse()
     src = fu.charlm()
@@ -157,6 +171,38 @@ def main():
         os.rename(os.path.join(full, "remote"), os.path.join(full, "remote.off"))
         out = fu.run(fu.DELTAFS, "verify", full).stdout  # every blob local now: no remote used
         assert "0 problems" in out, out
+
+        # Eight readers of one file on a fresh clone: no blob fetched twice (each fetched blob
+        # is one file in the cache, nothing evicted). Then a cache bounded at 512 KiB: blobs are
+        # evicted, the directory stays within the bound (plus the blob just fetched), reads right.
+        h, mh = os.path.join(w, "h"), os.path.join(w, "mh")
+        fu.run(fu.DELTAFS, "clone", url, h)
+        with fu.Mount(h, mh) as m:
+            qa_m = os.path.join(mh, "qa", "finetuned_qa.safetensors")
+            sums = []
+            readers = [threading.Thread(target=lambda: sums.append(fu.sha256(qa_m)))
+                       for _ in range(8)]
+            for t in readers:
+                t.start()
+            for t in readers:
+                t.join()
+            assert sums == [fu.sha256(qa_src)] * 8
+        stats = remote_stats(m.log())
+        cached = os.listdir(os.path.join(h, "cache"))
+        print("8 readers:", stats, len(cached), "blobs cached")
+        assert stats["fetches"] == len(cached) and not stats["evictions"], (stats, len(cached))
+        for f in cached:
+            os.unlink(os.path.join(h, "cache", f))
+        bound = 512 << 10
+        with fu.Mount(h, mh, "-o", f"remote_cache={bound / (1 << 30)}") as m:
+            for name, orig in (("base", base_src), ("qa", qa_src)):
+                assert fu.sha256(os.path.join(mh, name, os.path.basename(orig))) == fu.sha256(orig)
+                cdir = os.path.join(h, "cache")
+                used = sum(os.path.getsize(os.path.join(cdir, f)) for f in os.listdir(cdir))
+                assert used <= bound + (256 << 10), used
+        stats = remote_stats(m.log())
+        print("512 KiB cache:", stats)
+        assert stats["evictions"] and stats["fetches"] > len(cached), stats
 
         # Two hosts push into one catalog at the same moment: both entries survive.
         cat = f"rados:{POOL}/concurrent"
