@@ -299,7 +299,7 @@ static int r_catalog(rb_backend *b, rb_entry **out, size_t *nout, df_err *err)
 			break;
 		}
 		char *key, *val;
-		size_t klen, vlen;
+		size_t klen, vlen, page0 = n;
 		while (!rc && !rados_omap_get_next2(it, &key, &val, &klen, &vlen) && key) {
 			if (n == cap) {
 				rb_entry *nv = realloc(v, (cap = cap ? cap * 2 : 64) * sizeof *v);
@@ -322,7 +322,7 @@ static int r_catalog(rb_backend *b, rb_entry **out, size_t *nout, df_err *err)
 		rados_omap_get_end(it);
 		rados_release_read_op(op);
 		after = n ? v[n - 1].name : NULL;
-		if (!n)
+		if (n == page0) /* an empty page: done, whatever "more" says */
 			more = 0;
 	}
 	if (rc) {

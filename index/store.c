@@ -761,10 +761,27 @@ int store_commit(store *s, manifest *m, int replace, df_err *err)
 	return with_wtxn(s, commit_fn, &a, "cannot commit the checkpoint", err);
 }
 
-int store_adopt(store *s, manifest *m, df_err *err)
+struct adopt_arg {
+	manifest **ms;
+	size_t n;
+};
+
+static int adopt_fn(store *s, MDB_txn *txn, void *arg, df_err *err)
 {
-	struct commit_arg a = {m, 1, 1};
-	return with_wtxn(s, commit_fn, &a, "cannot commit the checkpoint", err);
+	struct adopt_arg *a = arg;
+	for (size_t i = 0; i < a->n; i++) {
+		struct commit_arg c = {a->ms[i], 1, 1};
+		int rc = commit_fn(s, txn, &c, err);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+int store_adopt(store *s, manifest **ms, size_t n, df_err *err)
+{
+	struct adopt_arg a = {ms, n};
+	return with_wtxn(s, adopt_fn, &a, "cannot commit the checkpoints", err);
 }
 
 static int rm_fn(store *s, MDB_txn *txn, void *arg, df_err *err)

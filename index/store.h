@@ -133,10 +133,11 @@ int store_put_batch(store *s, const store_blob *b, size_t n, uint64_t *written, 
  * exist. */
 int store_commit(store *s, manifest *m, int replace, df_err *err);
 
-/* Commit manifest m, taken from a remote (index/tier.h), whose blobs need not be in data.mdb: as
- * store_commit with replace, except that a blob without a refcount record gets one (its bytes stay
- * remote until fetched). m->uid is assigned; m->ctime_ns is kept. */
-int store_adopt(store *s, manifest *m, df_err *err);
+/* Commit manifests ms[0..n), taken from a remote (index/tier.h), whose blobs need not be in
+ * data.mdb, in this order (bases before the checkpoints using them) and in one write txn: all or
+ * none. Each as store_commit with replace, except that a blob without a refcount record gets one
+ * (its bytes stay remote until fetched). Each m->uid is assigned; m->ctime_ns is kept. */
+int store_adopt(store *s, manifest **ms, size_t n, df_err *err);
 
 /* Remove a checkpoint: -ENOENT if absent, -EBUSY (message names them) if others use it as base.
  * Its blobs' refcounts drop; gc frees them. */

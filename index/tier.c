@@ -915,38 +915,45 @@ int rt_pull(store *s, rt_tier *t, rt_pull_stats *st, df_err *err)
 		existed[ntodo] = local_exists(s, e[i].name);
 		ntodo++;
 	}
-	/* Bases first: each pass commits those whose base is here (or that have none). */
-	for (size_t left = ntodo, progress = 1; !rc && left && progress;) {
+	/* Bases first: each pass places those whose base is local, placed already, or absent. */
+	manifest **order = calloc(ntodo ? ntodo : 1, sizeof *order);
+	size_t placed = 0;
+	if (!rc && !order)
+		rc = df_errf(err, -ENOMEM, "out of memory");
+	for (int progress = 1; !rc && placed < ntodo && progress;) {
 		progress = 0;
-		for (size_t i = 0; !rc && i < ntodo; i++) {
+		for (size_t i = 0; i < ntodo; i++) {
 			manifest *m = todo[i];
-			if (!m || (*m->base && !local_exists(s, m->base)))
+			int ready = m && (!*m->base || local_exists(s, m->base));
+			for (size_t j = 0; m && !ready && j < placed; j++)
+				ready = !strcmp(order[j]->name, m->base);
+			/* A base that is being replaced goes first even where a copy is local. */
+			for (size_t j = 0; ready && j < ntodo; j++)
+				ready = !(todo[j] && j != i && !strcmp(todo[j]->name, m->base));
+			if (!ready)
 				continue;
-			int pending_base = 0;
-			for (size_t j = 0; *m->base && j < ntodo; j++)
-				pending_base |= todo[j] && j != i && !strcmp(todo[j]->name, m->base);
-			if (pending_base)
-				continue;
-			if (!(rc = store_adopt(s, m, err))) {
-				if (existed[i])
-					st->replaced++;
-				else
-					st->added++;
-				mf_free(m);
-				todo[i] = NULL;
-				left--;
-				progress = 1;
-			}
+			order[placed++] = m;
+			if (existed[i])
+				st->replaced++;
+			else
+				st->added++;
+			todo[i] = NULL;
+			progress = 1;
 		}
-		if (!rc && left && !progress)
-			for (size_t i = 0; i < ntodo; i++)
-				if (todo[i]) {
-					rc = df_errf(err, -EIO, "%s: checkpoint \"%s\": its base \"%s\" "
-						     "is not published", t->be->url, todo[i]->name,
-						     todo[i]->base);
-					break;
-				}
 	}
+	for (size_t i = 0; !rc && i < ntodo; i++)
+		if (todo[i]) {
+			rc = df_errf(err, -EIO, "%s: checkpoint \"%s\": its base \"%s\" is not published",
+				     t->be->url, todo[i]->name, todo[i]->base);
+			break;
+		}
+	if (!rc && placed)
+		rc = store_adopt(s, order, placed, err);
+	if (rc)
+		st->added = st->replaced = 0;
+	for (size_t i = 0; order && i < placed; i++)
+		mf_free(order[i]);
+	free(order);
 	for (size_t i = 0; todo && i < ntodo; i++)
 		mf_free(todo[i]);
 	free(todo);

@@ -80,7 +80,8 @@ typedef struct rt_pull_stats {
 
 /* Bring the remote's catalog into s (opened writable): every published checkpoint whose manifest
  * differs from the local one (or is absent locally) is fetched, checked against its object name
- * and committed with store_adopt, bases first. Local checkpoints the catalog lacks are kept. */
+ * and committed with store_adopt, bases first, all in one transaction (all or none). Local
+ * checkpoints the catalog lacks are kept; a local `deltafs rm` of a published one is undone. */
 int rt_pull(store *s, rt_tier *t, rt_pull_stats *st, df_err *err);
 
 /* Fetch every blob that s's checkpoints name and data.mdb lacks into data.mdb (s writable):

@@ -516,6 +516,10 @@ static int cmd_clone(const rb_config *cfg, const char *dir, int all)
 			"update one)\n", dir);
 		return 1;
 	}
+	rb_backend *b;
+	if (rb_open(cfg, &b, &e)) /* a URL this build cannot use: leave nothing behind */
+		return fail(&e);
+	rb_close(b);
 	if (open_store(dir, STORE_CREATE, &s))
 		return 1;
 	int rc = rt_config_set(dir, cfg, &e) ? fail(&e) : 0;
@@ -523,6 +527,9 @@ static int cmd_clone(const rb_config *cfg, const char *dir, int all)
 	if (rc || need_tier(dir, 0, &s, &t))
 		return 1;
 	rc = pull(dir, s, t);
+	if (rc)
+		fprintf(stderr, "deltafs: %s is set up with its remote; `deltafs pull %s` finishes the "
+			"clone\n", dir, dir);
 	if (!rc && all) {
 		cli_progress pr;
 		uint64_t bytes;
