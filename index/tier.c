@@ -333,76 +333,74 @@ static int rt_fetch(void *ud, const uint8_t h[16], void **p, size_t *n, df_err *
 {
 	rt_tier *t = ud;
 	char oid[33];
-	for (;;) {
-		int rc = c_read(t, h, p, n);
-		if (rc != -ENOENT)
-			return rc ? df_errf(err, rc, "out of memory") : 0;
-		pthread_mutex_lock(&t->mu);
-		flight *f = t->flights;
-		while (f && memcmp(f->h, h, 16))
-			f = f->next;
-		if (f) { /* someone fetches it: wait, and share their result */
-			f->refs++;
-			t->stats.shared++;
-			while (!f->done)
-				pthread_cond_wait(&t->cv, &t->mu);
-			rc = f->rc ? df_errf(err, f->rc, "%s", f->msg) : copy_out(f->p, f->n, p, n, err);
-			flight_put(f);
-			pthread_mutex_unlock(&t->mu);
-			return rc;
-		}
-		if (!(f = calloc(1, sizeof *f))) {
-			pthread_mutex_unlock(&t->mu);
-			return df_errf(err, -ENOMEM, "out of memory");
-		}
-		memcpy(f->h, h, 16);
-		f->refs = 1;
-		f->next = t->flights;
-		t->flights = f;
-		pthread_mutex_unlock(&t->mu);
-		/* Between c_read and registering, another thread may have finished the same fetch:
-		 * look once more so that it is not fetched twice. */
-		df_err e;
-		int fetched = 0;
-		rc = c_read(t, h, &f->p, &f->n);
-		if (rc == -ENOENT) {
-			fetched = 1;
-			rb_blob_oid(h, oid);
-			rc = t->be->ops->get(t->be, oid, &f->p, &f->n, &e);
-			if (rc == -ENOENT)
-				df_errf(&e, -EIO, "%s: object %s is missing from the remote (run "
-					"`deltafs push` on the host that has it)", t->be->url, oid);
-			else if (!rc && store_blob_check(h, f->p, f->n))
-				rc = df_errf(&e, -EIO, "%s: object %s fails its hash (damaged in the "
-					     "remote)", t->be->url, oid);
-			else if (!rc)
-				c_write(t, h, f->p, f->n);
-			if (rc)
-				rc = rc == -ENOMEM ? rc : -EIO;
-		} else if (rc) {
-			df_errf(&e, rc, "out of memory");
-		}
-		pthread_mutex_lock(&t->mu);
-		for (flight **pp = &t->flights; *pp; pp = &(*pp)->next)
-			if (*pp == f) {
-				*pp = f->next;
-				break;
-			}
-		f->done = 1;
-		f->rc = rc;
-		if (rc) {
-			t->stats.failures++;
-		} else if (fetched) {
-			t->stats.fetches++;
-			t->stats.fetch_bytes += f->n;
-		}
-		snprintf(f->msg, sizeof f->msg, "%s", rc ? e.msg : "");
-		pthread_cond_broadcast(&t->cv);
-		rc = rc ? df_errf(err, rc, "%s", e.msg) : copy_out(f->p, f->n, p, n, err);
+	int rc = c_read(t, h, p, n);
+	if (rc != -ENOENT)
+		return rc ? df_errf(err, rc, "out of memory") : 0;
+	pthread_mutex_lock(&t->mu);
+	flight *f = t->flights;
+	while (f && memcmp(f->h, h, 16))
+		f = f->next;
+	if (f) { /* someone fetches it: wait, and share their result */
+		f->refs++;
+		t->stats.shared++;
+		while (!f->done)
+			pthread_cond_wait(&t->cv, &t->mu);
+		rc = f->rc ? df_errf(err, f->rc, "%s", f->msg) : copy_out(f->p, f->n, p, n, err);
 		flight_put(f);
 		pthread_mutex_unlock(&t->mu);
 		return rc;
 	}
+	if (!(f = calloc(1, sizeof *f))) {
+		pthread_mutex_unlock(&t->mu);
+		return df_errf(err, -ENOMEM, "out of memory");
+	}
+	memcpy(f->h, h, 16);
+	f->refs = 1;
+	f->next = t->flights;
+	t->flights = f;
+	pthread_mutex_unlock(&t->mu);
+	/* Between c_read and registering, another thread may have finished the same fetch:
+	 * look once more so that it is not fetched twice. */
+	df_err e;
+	int fetched = 0;
+	rc = c_read(t, h, &f->p, &f->n);
+	if (rc == -ENOENT) {
+		fetched = 1;
+		rb_blob_oid(h, oid);
+		rc = t->be->ops->get(t->be, oid, &f->p, &f->n, &e);
+		if (rc == -ENOENT)
+			df_errf(&e, -EIO, "%s: object %s is missing from the remote (run "
+				"`deltafs push` on the host that has it)", t->be->url, oid);
+		else if (!rc && store_blob_check(h, f->p, f->n))
+			rc = df_errf(&e, -EIO, "%s: object %s fails its hash (damaged in the "
+				     "remote)", t->be->url, oid);
+		else if (!rc)
+			c_write(t, h, f->p, f->n);
+		if (rc)
+			rc = rc == -ENOMEM ? rc : -EIO;
+	} else if (rc) {
+		df_errf(&e, rc, "out of memory");
+	}
+	pthread_mutex_lock(&t->mu);
+	for (flight **pp = &t->flights; *pp; pp = &(*pp)->next)
+		if (*pp == f) {
+			*pp = f->next;
+			break;
+		}
+	f->done = 1;
+	f->rc = rc;
+	if (rc) {
+		t->stats.failures++;
+	} else if (fetched) {
+		t->stats.fetches++;
+		t->stats.fetch_bytes += f->n;
+	}
+	snprintf(f->msg, sizeof f->msg, "%s", rc ? e.msg : "");
+	pthread_cond_broadcast(&t->cv);
+	rc = rc ? df_errf(err, rc, "%s", e.msg) : copy_out(f->p, f->n, p, n, err);
+	flight_put(f);
+	pthread_mutex_unlock(&t->mu);
+	return rc;
 }
 
 /* --- configuration and opening ------------------------------------------------------------ */
