@@ -120,188 +120,196 @@ def main():
     fu.need_fuse()
     src = fu.charlm()
     os.environ["DELTAFS_REMOTE_TIMEOUT"] = str(TIMEOUT)
-    base_src = os.path.join(src, "base.safetensors")
-    qa_src = os.path.join(src, "finetuned_qa.safetensors")
-    with fu.Workdir() as w, Cluster(w) as cl:
-        p = fu.run(fu.DELTAFS, "remote", os.path.join(w, "probe"), "set", "rados:x", check=False)
+    with fu.Workdir() as w:
+        probe = os.path.join(w, "probe")
+        fu.run(fu.DELTAFS, "init", probe)
+        p = fu.run(fu.DELTAFS, "remote", probe, "set", "rados:x", check=False)
         if "without librados" in p.stderr:
             fu.skip("this build has no librados")
-
-        # Host A pushes; host B clones and reads through its mount.
-        url = f"rados:{POOL}/main"
-        a = store_with_pair(w, "a", url, src)
-        out = fu.run(fu.DELTAFS, "push", a).stdout
-        assert "2 checkpoints published" in out and " 0 already there" in out, out
-        out = fu.run(fu.DELTAFS, "push", a).stdout
-        assert " 0 blobs sent" in out and "0 manifests" in out, out
-        b, mb = os.path.join(w, "b"), os.path.join(w, "mb")
-        out = fu.run(fu.DELTAFS, "clone", url, b).stdout
-        assert "2 checkpoints added" in out, out
-        assert os.stat(os.path.join(b, "remote")).st_mode & 0o777 == 0o600
-        assert not os.listdir(os.path.join(b, "cache")), "clone fetched blobs without --all"
-        with fu.Mount(b, mb) as m:
-            assert fu.sha256(os.path.join(mb, "qa", "finetuned_qa.safetensors")) == fu.sha256(qa_src)
-            assert fu.sha256(os.path.join(mb, "base", "base.safetensors")) == fu.sha256(base_src)
-            assert os.listdir(os.path.join(b, "cache")), "the mount read without caching"
-
-            # Pushed by A while B is mounted and pulls every second: the mount shows it.
-            puller = subprocess.Popen([fu.DELTAFS, "pull", b, "--every", "1"],
-                                      stdout=subprocess.PIPE, text=True)
-            try:
-                fu.add(a, "qa2", qa_src, "--base", "base")
-                fu.run(fu.DELTAFS, "push", a, "qa2")
-                qa2 = os.path.join(mb, "qa2", "finetuned_qa.safetensors")
-                fu.wait_for(lambda: os.path.exists(qa2), "qa2 to appear in B's mount")
-            finally:
-                puller.kill()
-                out = puller.communicate()[0]
-            assert "1 checkpoint added" in out, out
-            assert fu.sha256(qa2) == fu.sha256(qa_src)
-            out = fu.run(fu.DELTAFS, "pull", b).stdout
-            assert "0 checkpoints added, 0 updated, 3 unchanged" in out, out
-            assert "fails" not in m.log(), m.log()
-        out = fu.run(fu.DELTAFS, "verify", b).stdout
-        assert "0 problems" in out, out
-        ex = os.path.join(w, "export")
-        fu.run(fu.DELTAFS, "export", b, "qa", ex)
-        assert fu.sha256(os.path.join(ex, "finetuned_qa.safetensors")) == fu.sha256(qa_src)
-        full = os.path.join(w, "full")
-        out = fu.run(fu.DELTAFS, "clone", url, full, "--all").stdout
-        assert "fetched" in out, out
-        os.rename(os.path.join(full, "remote"), os.path.join(full, "remote.off"))
-        out = fu.run(fu.DELTAFS, "verify", full).stdout  # every blob local now: no remote used
-        assert "0 problems" in out, out
-
-        # Eight readers of one file on a fresh clone: no blob fetched twice (each fetched blob
-        # is one file in the cache, nothing evicted). Then a cache bounded at 512 KiB: blobs are
-        # evicted, the directory stays within the bound (plus the blob just fetched), reads right.
-        h, mh = os.path.join(w, "h"), os.path.join(w, "mh")
-        fu.run(fu.DELTAFS, "clone", url, h)
-        with fu.Mount(h, mh) as m:
-            qa_m = os.path.join(mh, "qa", "finetuned_qa.safetensors")
-            sums = []
-            readers = [threading.Thread(target=lambda: sums.append(fu.sha256(qa_m)))
-                       for _ in range(8)]
-            for t in readers:
-                t.start()
-            for t in readers:
-                t.join()
-            assert sums == [fu.sha256(qa_src)] * 8
-        stats = remote_stats(m.log())
-        cached = os.listdir(os.path.join(h, "cache"))
-        print("8 readers:", stats, len(cached), "blobs cached")
-        assert stats["fetches"] == len(cached) and not stats["evictions"], (stats, len(cached))
-        for f in cached:
-            os.unlink(os.path.join(h, "cache", f))
-        bound = 512 << 10
-        with fu.Mount(h, mh, "-o", f"remote_cache={bound / (1 << 30)}") as m:
-            for name, orig in (("base", base_src), ("qa", qa_src)):
-                assert fu.sha256(os.path.join(mh, name, os.path.basename(orig))) == fu.sha256(orig)
-                cdir = os.path.join(h, "cache")
-                used = sum(os.path.getsize(os.path.join(cdir, f)) for f in os.listdir(cdir))
-                assert used <= bound + (256 << 10), used
-        stats = remote_stats(m.log())
-        print("512 KiB cache:", stats)
-        assert stats["evictions"] and stats["fetches"] > len(cached), stats
-
-        # Two hosts push into one catalog at the same moment: both entries survive.
-        cat = f"rados:{POOL}/concurrent"
-        stores = []
-        for i in range(4):
-            s = os.path.join(w, f"c{i}")
-            fu.add(s, f"ck{i}", base_src if i % 2 else qa_src)
-            fu.run(fu.DELTAFS, "remote", s, "set", cat)
-            stores.append(s)
-        procs = [subprocess.Popen([fu.DELTAFS, "push", s], stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True) for s in stores]
-        for pr in procs:
-            o, e = pr.communicate(timeout=120)
-            assert pr.returncode == 0, o + e
-        d = os.path.join(w, "d")
-        out = fu.run(fu.DELTAFS, "clone", cat, d).stdout
-        assert "4 checkpoints added" in out, out
-        names = rados("-N", "concurrent", "listomapkeys", "catalog").decode().split()
-        assert names == ["ck0", "ck1", "ck2", "ck3"], names
-
-        # Remote gc: only what no published manifest names, and only past the grace period.
-        gurl = f"rados:{POOL}/gc"
-        ga = store_with_pair(w, "ga", gurl, src)
-        fu.run(fu.DELTAFS, "push", ga)
-        p = fu.run(fu.DELTAFS, "rm", ga, "base", "--remote", check=False)
-        assert p.returncode == 1 and "published base of qa" in p.stderr, p.stderr
-        stray = "0123456789abcdef0123456789abcdef"  # as a push in flight leaves its blobs
-        rados("-N", "gc", "put", stray, "-", data=b"in flight")
-        before = set(rados("-N", "gc", "ls").decode().split())
-        fu.run(fu.DELTAFS, "rm", ga, "qa", "--remote")
-        out = fu.run(fu.DELTAFS, "gc", ga, "--remote", "--grace", "3600").stdout
-        assert "removed 0 objects" in out, out
-        assert set(rados("-N", "gc", "ls").decode().split()) == before
-        time.sleep(1.1)  # object mtimes have one-second resolution
-        out = fu.run(fu.DELTAFS, "gc", ga, "--remote", "--grace", "1").stdout
-        after = set(rados("-N", "gc", "ls").decode().split())
-        assert stray not in after and "catalog" in after and len(after) < len(before) - 1, out
-        gb = os.path.join(w, "gb")
-        out = fu.run(fu.DELTAFS, "clone", gurl, gb).stdout
-        assert "1 checkpoint added" in out, out
-        assert "0 problems" in fu.run(fu.DELTAFS, "verify", gb).stdout
-        fu.run(fu.DELTAFS, "push", ga, "qa")  # sends qa's blobs again
-        fu.run(fu.DELTAFS, "pull", gb)
-        assert "0 problems" in fu.run(fu.DELTAFS, "verify", gb, "qa").stdout
-
-        # A flipped byte in a blob object: EIO and a log line naming checkpoint and tensor.
-        furl = f"rados:{POOL}/flip"
-        fa = store_with_pair(w, "fa", furl, src)
-        fu.run(fu.DELTAFS, "push", fa)
-        blobs = [o for o in rados("-N", "flip", "ls").decode().split() if len(o) == 32]
-        victim = sorted(blobs)[len(blobs) // 2]
-        obj = bytearray(rados("-N", "flip", "get", victim, "-"))
-        obj[len(obj) // 2] ^= 0x10
-        rados("-N", "flip", "put", victim, "-", data=bytes(obj))
-        fb, mfb = os.path.join(w, "fb"), os.path.join(w, "mfb")
-        fu.run(fu.DELTAFS, "clone", furl, fb)
-        with fu.Mount(fb, mfb) as m:
-            bad = 0
-            for name, orig in (("base", base_src), ("qa", qa_src)):
-                bad += read_checked(os.path.join(mfb, name, os.path.basename(orig)), orig)[0]
-            assert bad, "a damaged object read without error"
-            log = m.log()
-            assert f"object {victim} fails its hash" in log and 'checkpoint "' in log \
-                and 'tensor "' in log, log
-        p = fu.run(fu.DELTAFS, "verify", fb, check=False)
-        assert p.returncode == 1 and "fails its hash" in p.stderr, p.stdout + p.stderr
-
-        # The OSD killed, then the cluster stopped: EIO within a bound, cached bytes still read.
-        g, mg = os.path.join(w, "g"), os.path.join(w, "mg")
-        fu.run(fu.DELTAFS, "clone", url, g)
-        with fu.Mount(g, mg) as m:
-            base_m = os.path.join(mg, "base", "base.safetensors")
-            assert fu.sha256(base_m) == fu.sha256(base_src)  # base now cached
-            cl.kill_osd()
-            result = {}
-            t0 = time.monotonic()
-            t = threading.Thread(target=lambda: result.update(
-                r=read_checked(os.path.join(mg, "qa", "finetuned_qa.safetensors"), qa_src,
-                               step=512 << 10)))
-            t.start()
-            t.join(BOUND * 4)
-            assert not t.is_alive(), "reads hang with the OSD down"
-            failed, slowest = result["r"]
-            print(f"OSD down: {failed} reads failed, slowest {slowest:.1f} s, "
-                  f"all {time.monotonic() - t0:.1f} s")
-            assert failed and slowest < BOUND, (failed, slowest)
-        cl.stop()
-        with fu.Mount(g, mg, "-o", "cache_size=1") as m:
-            # Cached blobs read without the cluster (the kernel's page cache is gone with the
-            # old mount, and the chunk cache is 1 MiB: these come from STORE/cache).
-            assert fu.sha256(os.path.join(mg, "base", "base.safetensors")) == fu.sha256(base_src)
-            assert "serving what is cached" in m.log(), m.log()
-            t0 = time.monotonic()
-            failed, slowest = read_checked(os.path.join(mg, "qa2", "finetuned_qa.safetensors"),
-                                           qa_src, step=512 << 10)
-            print(f"cluster down: {failed} reads failed, slowest {slowest:.1f} s, "
-                  f"all {time.monotonic() - t0:.1f} s")
-            assert failed and slowest < BOUND, (failed, slowest)
+        assert p.returncode == 0, p.stderr
+        with Cluster(w) as cl:
+            scenarios(w, cl, src)
     print("remote: push, clone, mount, pull, concurrent pushes, gc, damaged object, dead cluster: ok")
+
+
+def scenarios(w, cl, src):
+    base_src = os.path.join(src, "base.safetensors")
+    qa_src = os.path.join(src, "finetuned_qa.safetensors")
+
+    # Host A pushes; host B clones and reads through its mount.
+    url = f"rados:{POOL}/main"
+    a = store_with_pair(w, "a", url, src)
+    out = fu.run(fu.DELTAFS, "push", a).stdout
+    assert "2 checkpoints published" in out and " 0 already there" in out, out
+    out = fu.run(fu.DELTAFS, "push", a).stdout
+    assert " 0 blobs sent" in out and "0 manifests" in out, out
+    b, mb = os.path.join(w, "b"), os.path.join(w, "mb")
+    out = fu.run(fu.DELTAFS, "clone", url, b).stdout
+    assert "2 checkpoints added" in out, out
+    assert os.stat(os.path.join(b, "remote")).st_mode & 0o777 == 0o600
+    assert not os.listdir(os.path.join(b, "cache")), "clone fetched blobs without --all"
+    with fu.Mount(b, mb) as m:
+        assert fu.sha256(os.path.join(mb, "qa", "finetuned_qa.safetensors")) == fu.sha256(qa_src)
+        assert fu.sha256(os.path.join(mb, "base", "base.safetensors")) == fu.sha256(base_src)
+        assert os.listdir(os.path.join(b, "cache")), "the mount read without caching"
+
+        # Pushed by A while B is mounted and pulls every second: the mount shows it.
+        puller = subprocess.Popen([fu.DELTAFS, "pull", b, "--every", "1"],
+                                  stdout=subprocess.PIPE, text=True)
+        try:
+            fu.add(a, "qa2", qa_src, "--base", "base")
+            fu.run(fu.DELTAFS, "push", a, "qa2")
+            qa2 = os.path.join(mb, "qa2", "finetuned_qa.safetensors")
+            fu.wait_for(lambda: os.path.exists(qa2), "qa2 to appear in B's mount")
+        finally:
+            puller.kill()
+            out = puller.communicate()[0]
+        assert "1 checkpoint added" in out, out
+        assert fu.sha256(qa2) == fu.sha256(qa_src)
+        out = fu.run(fu.DELTAFS, "pull", b).stdout
+        assert "0 checkpoints added, 0 updated, 3 unchanged" in out, out
+        assert "fails" not in m.log(), m.log()
+    out = fu.run(fu.DELTAFS, "verify", b).stdout
+    assert "0 problems" in out, out
+    ex = os.path.join(w, "export")
+    fu.run(fu.DELTAFS, "export", b, "qa", ex)
+    assert fu.sha256(os.path.join(ex, "finetuned_qa.safetensors")) == fu.sha256(qa_src)
+    full = os.path.join(w, "full")
+    out = fu.run(fu.DELTAFS, "clone", url, full, "--all").stdout
+    assert "fetched" in out, out
+    os.rename(os.path.join(full, "remote"), os.path.join(full, "remote.off"))
+    out = fu.run(fu.DELTAFS, "verify", full).stdout  # every blob local now: no remote used
+    assert "0 problems" in out, out
+
+    # Eight readers of one file on a fresh clone: no blob fetched twice (each fetched blob
+    # is one file in the cache, nothing evicted). Then a cache bounded at 512 KiB: blobs are
+    # evicted, the directory stays within the bound (plus the blob just fetched), reads right.
+    h, mh = os.path.join(w, "h"), os.path.join(w, "mh")
+    fu.run(fu.DELTAFS, "clone", url, h)
+    with fu.Mount(h, mh) as m:
+        qa_m = os.path.join(mh, "qa", "finetuned_qa.safetensors")
+        sums = []
+        readers = [threading.Thread(target=lambda: sums.append(fu.sha256(qa_m)))
+                   for _ in range(8)]
+        for t in readers:
+            t.start()
+        for t in readers:
+            t.join()
+        assert sums == [fu.sha256(qa_src)] * 8
+    stats = remote_stats(m.log())
+    cached = os.listdir(os.path.join(h, "cache"))
+    print("8 readers:", stats, len(cached), "blobs cached")
+    assert stats["fetches"] == len(cached) and not stats["evictions"], (stats, len(cached))
+    for f in cached:
+        os.unlink(os.path.join(h, "cache", f))
+    bound = 512 << 10
+    with fu.Mount(h, mh, "-o", f"remote_cache={bound / (1 << 30)}") as m:
+        for name, orig in (("base", base_src), ("qa", qa_src)):
+            assert fu.sha256(os.path.join(mh, name, os.path.basename(orig))) == fu.sha256(orig)
+            cdir = os.path.join(h, "cache")
+            used = sum(os.path.getsize(os.path.join(cdir, f)) for f in os.listdir(cdir))
+            assert used <= bound + (256 << 10), used
+    stats = remote_stats(m.log())
+    print("512 KiB cache:", stats)
+    assert stats["evictions"] and stats["fetches"] > len(cached), stats
+
+    # Two hosts push into one catalog at the same moment: both entries survive.
+    cat = f"rados:{POOL}/concurrent"
+    stores = []
+    for i in range(4):
+        s = os.path.join(w, f"c{i}")
+        fu.add(s, f"ck{i}", base_src if i % 2 else qa_src)
+        fu.run(fu.DELTAFS, "remote", s, "set", cat)
+        stores.append(s)
+    procs = [subprocess.Popen([fu.DELTAFS, "push", s], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for s in stores]
+    for pr in procs:
+        o, e = pr.communicate(timeout=120)
+        assert pr.returncode == 0, o + e
+    d = os.path.join(w, "d")
+    out = fu.run(fu.DELTAFS, "clone", cat, d).stdout
+    assert "4 checkpoints added" in out, out
+    names = rados("-N", "concurrent", "listomapkeys", "catalog").decode().split()
+    assert names == ["ck0", "ck1", "ck2", "ck3"], names
+
+    # Remote gc: only what no published manifest names, and only past the grace period.
+    gurl = f"rados:{POOL}/gc"
+    ga = store_with_pair(w, "ga", gurl, src)
+    fu.run(fu.DELTAFS, "push", ga)
+    p = fu.run(fu.DELTAFS, "rm", ga, "base", "--remote", check=False)
+    assert p.returncode == 1 and "published base of qa" in p.stderr, p.stderr
+    stray = "0123456789abcdef0123456789abcdef"  # as a push in flight leaves its blobs
+    rados("-N", "gc", "put", stray, "-", data=b"in flight")
+    before = set(rados("-N", "gc", "ls").decode().split())
+    fu.run(fu.DELTAFS, "rm", ga, "qa", "--remote")
+    out = fu.run(fu.DELTAFS, "gc", ga, "--remote", "--grace", "3600").stdout
+    assert "removed 0 objects" in out, out
+    assert set(rados("-N", "gc", "ls").decode().split()) == before
+    time.sleep(1.1)  # object mtimes have one-second resolution
+    out = fu.run(fu.DELTAFS, "gc", ga, "--remote", "--grace", "1").stdout
+    after = set(rados("-N", "gc", "ls").decode().split())
+    assert stray not in after and "catalog" in after and len(after) < len(before) - 1, out
+    gb = os.path.join(w, "gb")
+    out = fu.run(fu.DELTAFS, "clone", gurl, gb).stdout
+    assert "1 checkpoint added" in out, out
+    assert "0 problems" in fu.run(fu.DELTAFS, "verify", gb).stdout
+    fu.run(fu.DELTAFS, "push", ga, "qa")  # sends qa's blobs again
+    fu.run(fu.DELTAFS, "pull", gb)
+    assert "0 problems" in fu.run(fu.DELTAFS, "verify", gb, "qa").stdout
+
+    # A flipped byte in a blob object: EIO and a log line naming checkpoint and tensor.
+    furl = f"rados:{POOL}/flip"
+    fa = store_with_pair(w, "fa", furl, src)
+    fu.run(fu.DELTAFS, "push", fa)
+    blobs = [o for o in rados("-N", "flip", "ls").decode().split() if len(o) == 32]
+    victim = sorted(blobs)[len(blobs) // 2]
+    obj = bytearray(rados("-N", "flip", "get", victim, "-"))
+    obj[len(obj) // 2] ^= 0x10
+    rados("-N", "flip", "put", victim, "-", data=bytes(obj))
+    fb, mfb = os.path.join(w, "fb"), os.path.join(w, "mfb")
+    fu.run(fu.DELTAFS, "clone", furl, fb)
+    with fu.Mount(fb, mfb) as m:
+        bad = 0
+        for name, orig in (("base", base_src), ("qa", qa_src)):
+            bad += read_checked(os.path.join(mfb, name, os.path.basename(orig)), orig)[0]
+        assert bad, "a damaged object read without error"
+        log = m.log()
+        assert f"object {victim} fails its hash" in log and 'checkpoint "' in log \
+            and 'tensor "' in log, log
+    p = fu.run(fu.DELTAFS, "verify", fb, check=False)
+    assert p.returncode == 1 and "fails its hash" in p.stderr, p.stdout + p.stderr
+
+    # The OSD killed, then the cluster stopped: EIO within a bound, cached bytes still read.
+    g, mg = os.path.join(w, "g"), os.path.join(w, "mg")
+    fu.run(fu.DELTAFS, "clone", url, g)
+    with fu.Mount(g, mg) as m:
+        base_m = os.path.join(mg, "base", "base.safetensors")
+        assert fu.sha256(base_m) == fu.sha256(base_src)  # base now cached
+        cl.kill_osd()
+        result = {}
+        t0 = time.monotonic()
+        t = threading.Thread(target=lambda: result.update(
+            r=read_checked(os.path.join(mg, "qa", "finetuned_qa.safetensors"), qa_src,
+                           step=512 << 10)))
+        t.start()
+        t.join(BOUND * 4)
+        assert not t.is_alive(), "reads hang with the OSD down"
+        failed, slowest = result["r"]
+        print(f"OSD down: {failed} reads failed, slowest {slowest:.1f} s, "
+              f"all {time.monotonic() - t0:.1f} s")
+        assert failed and slowest < BOUND, (failed, slowest)
+    cl.stop()
+    with fu.Mount(g, mg, "-o", "cache_size=1") as m:
+        # Cached blobs read without the cluster (the kernel's page cache is gone with the
+        # old mount, and the chunk cache is 1 MiB: these come from STORE/cache).
+        assert fu.sha256(os.path.join(mg, "base", "base.safetensors")) == fu.sha256(base_src)
+        assert "serving what is cached" in m.log(), m.log()
+        t0 = time.monotonic()
+        failed, slowest = read_checked(os.path.join(mg, "qa2", "finetuned_qa.safetensors"),
+                                       qa_src, step=512 << 10)
+        print(f"cluster down: {failed} reads failed, slowest {slowest:.1f} s, "
+              f"all {time.monotonic() - t0:.1f} s")
+        assert failed and slowest < BOUND, (failed, slowest)
 
 
 if __name__ == "__main__":
