@@ -1,5 +1,6 @@
 #!/usr/bin/python3
-"""The remote tier against a real one-node Ceph cluster (tests/remote/ceph.sh), two "hosts"
+"""The remote tier against a real one-node Ceph cluster (tests/remote/ceph.sh, a bluestore OSD so
+that it can restart), two "hosts"
 simulated as two stores with their own caches on one pool:
 
 - host A adds the charlm pair and pushes; host B clones (manifests only) and reads both files
@@ -15,7 +16,8 @@ simulated as two stores with their own caches on one pool:
   checkpoint and tensor; every read that succeeds gives the original bytes;
 - the OSD killed, then the whole cluster stopped: reads that need the remote fail with EIO within
   a bounded time (never hang, never wrong bytes); cached blobs still read; a mount started while
-  the cluster is down comes up and says what it cannot reach.
+  the cluster is down comes up and says what it cannot reach;
+- a read waiting on a killed OSD that restarts within the timeout completes with the right bytes.
 
 Exit 77 without the Ceph packages, /dev/fuse, librados support or the shared charlm data.
 """
@@ -43,7 +45,8 @@ class Cluster:
 
     def __enter__(self):
         p = subprocess.run([CEPH, "start", self.dir, POOL], stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True)
+                           stderr=subprocess.PIPE, text=True,
+                           env=dict(os.environ, CEPH_OBJECTSTORE="bluestore"))
         if p.returncode == fu.SKIP:
             fu.skip(p.stderr.strip())
         if p.returncode:
@@ -54,6 +57,9 @@ class Cluster:
 
     def kill_osd(self):
         fu.run(CEPH, "kill-osd", self.dir)
+
+    def start_osd(self):
+        fu.run(CEPH, "start-osd", self.dir)
 
     def stop(self):
         subprocess.run([CEPH, "stop", self.dir])
@@ -281,7 +287,9 @@ def scenarios(w, cl, src):
 
     # The OSD killed, then the cluster stopped: EIO within a bound, cached bytes still read.
     g, mg = os.path.join(w, "g"), os.path.join(w, "mg")
+    g2, mg2 = os.path.join(w, "g2"), os.path.join(w, "mg2")
     fu.run(fu.DELTAFS, "clone", url, g)
+    fu.run(fu.DELTAFS, "clone", url, g2)
     with fu.Mount(g, mg) as m:
         base_m = os.path.join(mg, "base", "base.safetensors")
         assert fu.sha256(base_m) == fu.sha256(base_src)  # base now cached
@@ -298,6 +306,25 @@ def scenarios(w, cl, src):
         print(f"OSD down: {failed} reads failed, slowest {slowest:.1f} s, "
               f"all {time.monotonic() - t0:.1f} s")
         assert failed and slowest < BOUND, (failed, slowest)
+
+    # An OSD restarted while a read waits for it: with a timeout longer than its return (about
+    # 15 s here, until the monitors see it up again), librados resends and the read succeeds.
+    os.environ["DELTAFS_REMOTE_TIMEOUT"] = "90"
+    try:
+        with fu.Mount(g2, mg2) as m:
+            result = {}
+            t0 = time.monotonic()
+            t = threading.Thread(target=lambda: result.update(
+                sha=fu.sha256(os.path.join(mg2, "qa", "finetuned_qa.safetensors"))))
+            t.start()
+            time.sleep(1)
+            cl.start_osd()
+            t.join(120)
+            assert not t.is_alive(), "the read did not resume after the OSD came back"
+            print(f"OSD restarted: the read finished after {time.monotonic() - t0:.1f} s")
+            assert result.get("sha") == fu.sha256(qa_src), (result, m.log())
+    finally:
+        os.environ["DELTAFS_REMOTE_TIMEOUT"] = str(TIMEOUT)
     cl.stop()
     with fu.Mount(g, mg, "-o", "cache_size=1") as m:
         # Cached blobs read without the cluster (the kernel's page cache is gone with the
