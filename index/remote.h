@@ -25,7 +25,10 @@
 #include "err.h"
 
 #define RB_CATALOG "catalog"
-#define RB_TIMEOUT_S 10 /* default bound on one remote operation (DELTAFS_REMOTE_TIMEOUT: seconds) */
+/* Default bound on one remote operation, seconds (DELTAFS_REMOTE_TIMEOUT overrides). Why 30: a
+ * restarted OSD serves again once the monitors mark it up, ~15 s after it died on the test
+ * cluster; a shorter bound turns every such restart into EIO for the reads waiting on it. */
+#define RB_TIMEOUT_S 30
 
 typedef struct rb_backend rb_backend;
 
