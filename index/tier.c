@@ -19,6 +19,7 @@
 #include "manifest.h"
 
 #define RT_MANIFEST_PREFIX "m."
+#define RT_TMP_AGE 3600 /* a cache file being written is renamed within seconds; older: debris */
 
 /* --- the cache directory ------------------------------------------------------------------ */
 
@@ -281,6 +282,11 @@ static int c_scan(rt_tier *t, df_err *err)
 	while ((de = readdir(d))) {
 		struct stat st;
 		uint8_t h[16];
+		if (!strncmp(de->d_name, ".tmp.", 5) && !fstatat(dirfd(d), de->d_name, &st, 0) &&
+		    time(NULL) - st.st_mtime > RT_TMP_AGE) {
+			unlinkat(dirfd(d), de->d_name, 0); /* left by a process that died writing it */
+			continue;
+		}
 		if (hex_hash(de->d_name, h) || fstatat(dirfd(d), de->d_name, &st, 0) ||
 		    !S_ISREG(st.st_mode))
 			continue;
