@@ -208,8 +208,16 @@ def scenarios(w, cl, src):
     assert stats["fetches"] == len(cached) and not stats["evictions"], (stats, len(cached))
     for f in cached:
         os.unlink(os.path.join(h, "cache", f))
+    old_tmp, new_tmp = (os.path.join(h, "cache", f".tmp.999.{i}") for i in (1, 2))
+    for f in (old_tmp, new_tmp):
+        with open(f, "wb") as fh:
+            fh.write(b"part of a blob")
+    os.utime(old_tmp, (time.time() - 7200, time.time() - 7200))
     bound = 512 << 10
     with fu.Mount(h, mh, "-o", f"remote_cache={bound / (1 << 30)}") as m:
+        # Debris of a dead writer goes; a file that may be being written stays.
+        assert not os.path.exists(old_tmp) and os.path.exists(new_tmp)
+        os.unlink(new_tmp)
         for name, orig in (("base", base_src), ("qa", qa_src)):
             assert fu.sha256(os.path.join(mh, name, os.path.basename(orig))) == fu.sha256(orig)
             cdir = os.path.join(h, "cache")
