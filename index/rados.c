@@ -37,6 +37,10 @@ typedef struct rados_be {
 	struct timespec failed_at; /* CLOCK_MONOTONIC of the last failed connect */
 	int failed_rc;
 	char failed_msg[sizeof(df_err)];
+	int watching;              /* a watch on the catalog is registered (cookie) */
+	uint64_t cookie;
+	void (*on_change)(void *ud);
+	void *on_change_ud;
 } rados_be;
 
 static int rerr(rados_be *r, df_err *err, int rc, const char *what, const char *oid)
@@ -386,9 +390,75 @@ static int r_unpublish(rb_backend *b, const char *const *names, size_t n, df_err
 	return rc ? rerr(r, err, rc, "cannot update the catalog", RB_CATALOG) : 0;
 }
 
+#define RADOS_NOTIFY_MS 1000 /* how long a notify waits for the watchers' acknowledgements */
+
+static void watch_cb(void *arg, uint64_t notify_id, uint64_t cookie, uint64_t notifier, void *data,
+		     size_t len)
+{
+	rados_be *r = arg;
+	(void)notifier;
+	(void)data;
+	(void)len;
+	rados_notify_ack(r->io, RB_CATALOG, notify_id, cookie, NULL, 0);
+	r->on_change(r->on_change_ud);
+}
+
+static void watch_err(void *arg, uint64_t cookie, int err)
+{
+	rados_be *r = arg;
+	(void)err;
+	pthread_mutex_lock(&r->mu);
+	if (r->watching && r->cookie == cookie) {
+		r->watching = 0;
+		rados_unwatch2(r->io, cookie);
+	}
+	pthread_mutex_unlock(&r->mu);
+	r->on_change(r->on_change_ud); /* what happened meanwhile is unknown: look */
+}
+
+static int r_watch(rb_backend *b, void (*fn)(void *ud), void *ud, df_err *err)
+{
+	rados_be *r = (rados_be *)b;
+	rados_ioctx_t io;
+	int rc = ioctx(r, &io, err);
+	if (rc)
+		return rc;
+	pthread_mutex_lock(&r->mu);
+	r->on_change = fn;
+	r->on_change_ud = ud;
+	if (!r->watching) {
+		rc = rados_watch3(io, RB_CATALOG, &r->cookie, watch_cb, watch_err, rb_timeout_s(), r);
+		r->watching = !rc;
+	}
+	pthread_mutex_unlock(&r->mu);
+	if (rc == -ENOENT)
+		return -ENOENT;
+	return rc ? rerr(r, err, rc, "cannot watch", RB_CATALOG) : 0;
+}
+
+static int r_notify(rb_backend *b, df_err *err)
+{
+	rados_be *r = (rados_be *)b;
+	rados_ioctx_t io;
+	char *reply = NULL;
+	size_t len = 0;
+	int rc = ioctx(r, &io, err);
+	if (rc)
+		return rc;
+	rc = rados_notify2(io, RB_CATALOG, NULL, 0, RADOS_NOTIFY_MS, &reply, &len);
+	rados_buffer_free(reply);
+	/* -ETIMEDOUT: a watcher did not answer in time (gone); it polls anyway. */
+	return rc && rc != -ETIMEDOUT ? rerr(r, err, rc, "cannot notify the watchers of", RB_CATALOG)
+				      : 0;
+}
+
 static void r_close(rb_backend *b)
 {
 	rados_be *r = (rados_be *)b;
+	if (r->watching) {
+		rados_unwatch2(r->io, r->cookie);
+		rados_watch_flush(r->cl);
+	}
 	if (r->connected) {
 		rados_ioctx_destroy(r->io);
 		rados_shutdown(r->cl);
@@ -413,6 +483,8 @@ static const rb_ops rados_ops = {
 	.catalog = r_catalog,
 	.publish = r_publish,
 	.unpublish = r_unpublish,
+	.watch = r_watch,
+	.notify = r_notify,
 	.close = r_close,
 };
 

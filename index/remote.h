@@ -70,6 +70,13 @@ typedef struct rb_ops {
 	int (*publish)(rb_backend *b, const rb_entry *e, size_t n, df_err *err);
 	/* Delete the named catalog entries in one atomic update (absent names are ignored). */
 	int (*unpublish)(rb_backend *b, const char *const *names, size_t n, df_err *err);
+	/* Call fn(ud), from a librados thread, whenever notify is called on the catalog (another host
+	 * published) or the watch is lost (the cluster went away: call watch again later). Returns 0
+	 * at once if the watch is already in place; -ENOENT while nothing is published. One watcher
+	 * per backend. */
+	int (*watch)(rb_backend *b, void (*fn)(void *ud), void *ud, df_err *err);
+	/* Tell the catalog's watchers that it changed; waits at most a second for their answers. */
+	int (*notify)(rb_backend *b, df_err *err);
 	void (*close)(rb_backend *b);
 } rb_ops;
 

@@ -54,6 +54,7 @@ struct rt_tier {
 	flight *flights;
 	unsigned long tmp_seq;
 	rt_stats stats;
+	int changed; /* the catalog's watch fired since the last rt_wait_change (under mu; cv) */
 };
 
 static size_t bucket_of(const rt_tier *t, const uint8_t h[16])
@@ -822,8 +823,11 @@ int rt_push(store *s, rt_tier *t, const char *const *names, size_t n, unsigned t
 		if (!rc && !(pub[i].oid = strdup(oid)))
 			rc = df_errf(err, -ENOMEM, "out of memory");
 	}
-	if (!rc && nms && !(rc = t->be->ops->publish(t->be, pub, nms, err)))
+	if (!rc && nms && !(rc = t->be->ops->publish(t->be, pub, nms, err))) {
+		df_err ne;
 		st->ckpts = nms;
+		t->be->ops->notify(t->be, &ne); /* a courtesy: watchers poll as well */
+	}
 	for (size_t i = 0; pub && i < nms; i++)
 		free(pub[i].oid);
 	free(pub);
@@ -964,6 +968,34 @@ int rt_pull(store *s, rt_tier *t, rt_pull_stats *st, df_err *err)
 	free(existed);
 	rb_entries_free(e, n);
 	return rc;
+}
+
+static void on_change(void *ud)
+{
+	rt_tier *t = ud;
+	pthread_mutex_lock(&t->mu);
+	t->changed = 1;
+	pthread_cond_broadcast(&t->cv);
+	pthread_mutex_unlock(&t->mu);
+}
+
+int rt_wait_change(rt_tier *t, unsigned seconds)
+{
+	df_err e;
+	struct timespec until;
+	/* (Re)register: the first call, or after the watch was lost. Failing is no worse than
+	 * polling, which this still does. */
+	t->be->ops->watch(t->be, on_change, t, &e);
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += seconds;
+	pthread_mutex_lock(&t->mu);
+	while (!t->changed)
+		if (pthread_cond_timedwait(&t->cv, &t->mu, &until) == ETIMEDOUT)
+			break;
+	int changed = t->changed;
+	t->changed = 0;
+	pthread_mutex_unlock(&t->mu);
+	return changed;
 }
 
 /* --- fetch everything ----------------------------------------------------------------------- */
@@ -1126,8 +1158,10 @@ int rt_unpublish(rt_tier *t, const char *name, df_err *err)
 	else if (nusers)
 		rc = df_errf(err, -EBUSY, "%s: \"%s\" is the published base of %s: remove %s first",
 			     t->be->url, name, users, nusers > 1 ? "them" : "it");
-	else
-		rc = t->be->ops->unpublish(t->be, &name, 1, err);
+	else if (!(rc = t->be->ops->unpublish(t->be, &name, 1, err))) {
+		df_err ne;
+		t->be->ops->notify(t->be, &ne);
+	}
 	manifests_free(e, n, ms);
 	return rc;
 }

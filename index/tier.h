@@ -69,7 +69,7 @@ typedef struct rt_push_stats {
 } rt_push_stats;
 
 /* Push checkpoints names[0..n) (all if n == 0) and their base chains to the remote, then publish
- * them in one catalog update. Objects the remote has already are touched (their mtime renewed) so
+ * them in one catalog update and notify the catalog's watchers (rt_wait_change). Objects the remote has already are touched (their mtime renewed) so
  * that rt_gc leaves them alone until the push has published them. threads: parallel uploads (0: RT_THREADS). progress may be NULL. */
 int rt_push(store *s, rt_tier *t, const char *const *names, size_t n, unsigned threads,
 	    rt_progress_fn progress, void *ud, rt_push_stats *st, df_err *err);
@@ -84,13 +84,19 @@ typedef struct rt_pull_stats {
  * checkpoints the catalog lacks are kept; a local `deltafs rm` of a published one is undone. */
 int rt_pull(store *s, rt_tier *t, rt_pull_stats *st, df_err *err);
 
+/* Wait until the remote's catalog may have changed or `seconds` pass, whichever comes first: a
+ * push or unpublish from any host notifies the catalog's watchers (RADOS watch/notify), so a
+ * loop of rt_wait_change + rt_pull follows the remote within a round trip, and polls anyway in
+ * case a notification was lost. Returns 1 if notified, 0 on timeout. */
+int rt_wait_change(rt_tier *t, unsigned seconds);
+
 /* Fetch every blob that s's checkpoints name and data.mdb lacks into data.mdb (s writable):
  * a full local copy, as `deltafs clone --all` makes. *bytes (may be NULL) gets the bytes fetched. */
 int rt_fetch_all(store *s, rt_tier *t, unsigned threads, rt_progress_fn progress, void *ud,
 		 uint64_t *bytes, df_err *err);
 
-/* Remove checkpoint name from the remote's catalog (one atomic update); its objects stay until
- * rt_gc. -ENOENT if not published, -EBUSY (naming them) while published checkpoints use it as
+/* Remove checkpoint name from the remote's catalog (one atomic update, watchers notified); its
+ * objects stay until rt_gc. -ENOENT if not published, -EBUSY (naming them) while published checkpoints use it as
  * their base. Hosts that cloned it keep their copy until they `deltafs rm` it. */
 int rt_unpublish(rt_tier *t, const char *name, df_err *err);
 

@@ -9,7 +9,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "../codec/codec.h"
 #include "../codec/deltadq.h"
@@ -48,7 +47,8 @@ static const char usage_text[] =
 	"  pull STORE [--every SECONDS]\n"
 	"                             add or update the checkpoints the remote publishes\n"
 	"                             (manifests only: blobs are fetched when read); --every:\n"
-	"                             keep doing it, so a mount shows new pushes within SECONDS\n"
+	"                             keep doing it, at once when a host publishes (RADOS\n"
+	"                             watch/notify) and every SECONDS anyway\n"
 	"  clone URL STORE [--all] [--id NAME] [--conf FILE]\n"
 	"                             a new store from a remote: manifests only, blobs on demand\n"
 	"                             (--all: fetch every blob now)\n"
@@ -478,8 +478,9 @@ static int pull(const char *dir, store *s, rt_tier *t)
 	return 0;
 }
 
-/* every > 0: pull again every `every` seconds until killed, going on after failures (a remote
- * unreachable for a while must not end the loop); only changes are printed. */
+/* every > 0: pull again whenever another host publishes (watch/notify) and at least every
+ * `every` seconds, until killed, going on after failures (a remote unreachable for a while must
+ * not end the loop); only changes are printed. */
 static int cmd_pull(const char *dir, unsigned every)
 {
 	store *s;
@@ -501,7 +502,7 @@ static int cmd_pull(const char *dir, unsigned every)
 			       (unsigned long long)st.added, st.added == 1 ? "" : "s",
 			       (unsigned long long)st.replaced);
 		fflush(stdout);
-		sleep(every);
+		rt_wait_change(t, every);
 	}
 }
 
