@@ -38,6 +38,7 @@ typedef struct rados_be {
 	int failed_rc;
 	char failed_msg[sizeof(df_err)];
 	int watching;              /* a watch on the catalog is registered (cookie) */
+	int watch_lost;            /* ...but librados reported it broken */
 	uint64_t cookie;
 	void (*on_change)(void *ud);
 	void *on_change_ud;
@@ -403,15 +404,15 @@ static void watch_cb(void *arg, uint64_t notify_id, uint64_t cookie, uint64_t no
 	r->on_change(r->on_change_ud);
 }
 
+/* The watch is gone (the cluster lost us for longer than the watch timeout). Unregistering it is
+ * left to the next r_watch, outside librados's callback thread. */
 static void watch_err(void *arg, uint64_t cookie, int err)
 {
 	rados_be *r = arg;
 	(void)err;
 	pthread_mutex_lock(&r->mu);
-	if (r->watching && r->cookie == cookie) {
-		r->watching = 0;
-		rados_unwatch2(r->io, cookie);
-	}
+	if (r->watching && r->cookie == cookie)
+		r->watch_lost = 1;
 	pthread_mutex_unlock(&r->mu);
 	r->on_change(r->on_change_ud); /* what happened meanwhile is unknown: look */
 }
@@ -426,6 +427,10 @@ static int r_watch(rb_backend *b, void (*fn)(void *ud), void *ud, df_err *err)
 	pthread_mutex_lock(&r->mu);
 	r->on_change = fn;
 	r->on_change_ud = ud;
+	if (r->watching && r->watch_lost) {
+		rados_unwatch2(io, r->cookie);
+		r->watching = r->watch_lost = 0;
+	}
 	if (!r->watching) {
 		rc = rados_watch3(io, RB_CATALOG, &r->cookie, watch_cb, watch_err, rb_timeout_s(), r);
 		r->watching = !rc;
