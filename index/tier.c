@@ -767,6 +767,43 @@ static int want_ckpt(store *s, MDB_txn *txn, const char *name, manifest ***ms, s
 	return 0;
 }
 
+/* A push must not replace, in passing, a checkpoint another host published since this store last
+ * pulled it: of ms, those not named explicitly must be absent from the catalog or published there
+ * as they are here. (Between this check and the publish another host may still publish one; the
+ * later publish wins, as for two pushes of the same name.) */
+static int check_versions(rt_tier *t, manifest **ms, size_t nms, const char *const *named,
+			  size_t nnamed, df_err *err)
+{
+	rb_entry *e;
+	size_t n;
+	int rc = t->be->ops->catalog(t->be, &e, &n, err);
+	if (rc)
+		return rc;
+	for (size_t i = 0; !rc && i < nms; i++) {
+		size_t k = 0, j = 0;
+		while (k < nnamed && strcmp(named[k], ms[i]->name))
+			k++;
+		while (j < n && strcmp(e[j].name, ms[i]->name))
+			j++;
+		if (k < nnamed || j == n)
+			continue;
+		uint8_t *buf;
+		size_t len;
+		char oid[36];
+		if (mf_object(ms[i], &buf, &len, oid)) {
+			rc = df_errf(err, -ENOMEM, "out of memory");
+			break;
+		}
+		free(buf);
+		if (strcmp(oid, e[j].oid))
+			rc = df_errf(err, -EEXIST, "%s: checkpoint \"%s\" is published there in another "
+				     "version than this store's: `deltafs pull` first, or push \"%s\" by "
+				     "name to replace it", t->be->url, ms[i]->name, ms[i]->name);
+	}
+	rb_entries_free(e, n);
+	return rc;
+}
+
 int rt_push(store *s, rt_tier *t, const char *const *names, size_t n, unsigned threads,
 	    rt_progress_fn progress, void *ud, rt_push_stats *st, df_err *err)
 {
@@ -777,6 +814,8 @@ int rt_push(store *s, rt_tier *t, const char *const *names, size_t n, unsigned t
 	size_t nall = 0;
 	blob_ref *v = NULL;
 	rb_entry *pub = NULL;
+	const char *const *named = names;
+	size_t nnamed = n;
 	memset(st, 0, sizeof *st);
 	int rc = store_rtxn(s, &txn, err);
 	if (rc)
@@ -788,6 +827,8 @@ int rt_push(store *s, rt_tier *t, const char *const *names, size_t n, unsigned t
 	for (size_t i = 0; !rc && i < n; i++)
 		rc = want_ckpt(s, txn, names[i], &ms, &nms, err);
 	store_txn_end(s, txn);
+	if (!rc)
+		rc = check_versions(t, ms, nms, named, nnamed, err);
 	store_names_free(all, nall);
 	for (size_t i = 0; !rc && i < nms; i++)
 		if (add_blobs(ms[i], &v, &nb, &cap))

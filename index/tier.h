@@ -69,7 +69,10 @@ typedef struct rt_push_stats {
 } rt_push_stats;
 
 /* Push checkpoints names[0..n) (all if n == 0) and their base chains to the remote, then publish
- * them in one catalog update and notify the catalog's watchers (rt_wait_change). Objects the remote has already are touched (their mtime renewed) so
+ * them in one catalog update and notify the catalog's watchers (rt_wait_change). A checkpoint
+ * not named in names (a base, or any when n == 0) that the catalog publishes in another version
+ * is refused (-EEXIST, before anything is sent): a stale store must not undo another host's push;
+ * naming it replaces it. Objects the remote has already are touched (their mtime renewed) so
  * that rt_gc leaves them alone until the push has published them. threads: parallel uploads (0: RT_THREADS). progress may be NULL. */
 int rt_push(store *s, rt_tier *t, const char *const *names, size_t n, unsigned threads,
 	    rt_progress_fn progress, void *ud, rt_push_stats *st, df_err *err);

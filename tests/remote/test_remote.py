@@ -8,7 +8,8 @@ simulated as two stores with their own caches on one pool:
   sends nothing;
 - eight readers of one file on a fresh clone fetch no blob twice; a cache bounded at 512 KiB
   evicts and stays within its bound;
-- two stores push different checkpoints into one catalog at the same moment: both are published;
+- four stores push different checkpoints into one catalog at the same moment: all are published;
+  a stale store cannot replace a published checkpoint in passing (as a base), only by name;
 - remote gc removes what no published checkpoint names once older than the grace period, keeps
   young objects (a push in flight) and everything published; unpublishing a base is refused;
 - a checkpoint pushed while B is mounted appears in B's mount within seconds while
@@ -250,6 +251,23 @@ def scenarios(w, cl, src):
     assert "4 checkpoints added" in out, out
     names = rados("-N", "concurrent", "listomapkeys", "catalog").decode().split()
     assert names == ["ck0", "ck1", "ck2", "ck3"], names
+
+    # A store whose "ck0" is another version than the published one: pushing a fine-tune of it
+    # must not replace ck0 in passing; naming ck0 does.
+    x = os.path.join(w, "x")
+    fu.add(x, "ck0", base_src)  # c0 published ck0 from qa_src
+    fu.add(x, "ck0ft", qa_src, "--base", "ck0")
+    fu.run(fu.DELTAFS, "remote", x, "set", cat)
+    before = rados("-N", "concurrent", "getomapval", "catalog", "ck0")
+    p = fu.run(fu.DELTAFS, "push", x, "ck0ft", check=False)
+    assert p.returncode == 1 and "another version" in p.stderr, p.stdout + p.stderr
+    assert rados("-N", "concurrent", "getomapval", "catalog", "ck0") == before
+    assert "ck0ft" not in rados("-N", "concurrent", "listomapkeys", "catalog").decode().split()
+    fu.run(fu.DELTAFS, "push", x, "ck0", "ck0ft")
+    assert rados("-N", "concurrent", "getomapval", "catalog", "ck0") != before
+    out = fu.run(fu.DELTAFS, "pull", d).stdout
+    assert "1 checkpoint added, 1 updated" in out, out
+    assert "0 problems" in fu.run(fu.DELTAFS, "verify", d, "ck0ft").stdout
 
     # Remote gc: only what no published manifest names, and only past the grace period.
     gurl = f"rados:{POOL}/gc"
