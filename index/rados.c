@@ -296,6 +296,7 @@ static int r_catalog(rb_backend *b, rb_entry **out, size_t *nout, df_err *err)
 		if (!rc)
 			rc = prval;
 		if (rc) {
+			rados_omap_get_end(it); /* allocated with the op, whether it ran or not */
 			rados_release_read_op(op);
 			if (rc == -ENOENT) /* nothing published yet */
 				rc = 0;
