@@ -33,6 +33,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "../index/tier.h"
 #include "log.h"
 #include "mount.h"
 
@@ -42,6 +43,8 @@
 struct cli {
 	char *store, *mnt;
 	unsigned cache_mib, threads, prefetch, read_ahead_kb;
+	char *remote_cache; /* GiB (a decimal number): bound of a clone's blob cache (index/tier.h) */
+	uint64_t remote_cache_bytes; /* the same in bytes, 0: the default */
 	int foreground, debug, help, version;
 };
 
@@ -54,6 +57,7 @@ static const struct fuse_opt cli_opts[] = {
 	CLI_OPT("threads=%u", threads),
 	CLI_OPT("prefetch=%u", prefetch),
 	CLI_OPT("read_ahead_kb=%u", read_ahead_kb),
+	CLI_OPT("remote_cache=%s", remote_cache),
 	FUSE_OPT_KEY("-f", KEY_FG),
 	FUSE_OPT_KEY("-d", KEY_DEBUG),
 	FUSE_OPT_KEY("debug", KEY_DEBUG),
@@ -97,16 +101,19 @@ static void usage(FILE *f)
 		"  -o cache_size=MiB  bound of the decoded-chunk cache (default %u)\n"
 		"  -o threads=N       FUSE worker threads at most (default %u)\n"
 		"  -o prefetch=N      threads decoding ahead of sequential readers (default: one\n"
-		"                     per CPU; 0: none)\n"
+		"                     per CPU, at least 8 on a store with a remote; 0: none)\n"
 		"  -o read_ahead_kb=N the mount's readahead, set after mounting (default %u: the\n"
 		"                     largest request; needs root; 0: the kernel's 128)\n"
+		"  -o remote_cache=GiB a store with a remote (deltafs clone): bound of STORE/cache,\n"
+		"                     the blobs fetched on demand (default %u)\n"
 		"  -o allow_other     let other users read the mount (not root: needs\n"
 		"                     user_allow_other in /etc/fuse.conf)\n"
 		"Other -o options go to FUSE (fsname=, subtype=, ...). The options of mount(8) and\n"
 		"fstab (defaults, noauto, user, _netdev, nofail, x-*, rw, ro, ...) are ignored: the\n"
 		"mount is always read-only.\n"
 		"Unmount with `fusermount3 -u MOUNTPOINT`, `umount MOUNTPOINT`, or SIGTERM.\n",
-		FS_DEFAULT_CACHE_MIB, FS_DEFAULT_THREADS, FS_MAX_READ >> 10);
+		FS_DEFAULT_CACHE_MIB, FS_DEFAULT_THREADS, FS_MAX_READ >> 10,
+		(unsigned)(RT_CACHE_DEFAULT >> 30));
 }
 
 static int cli_proc(void *data, const char *arg, int key, struct fuse_args *outargs)
@@ -229,6 +236,7 @@ static int serve(struct cli *c, struct fuse_args *args, int status_fd)
 {
 	df_err err = {""};
 	store *st = NULL;
+	rt_tier *tier = NULL;
 	struct fuse_session *se = NULL;
 	fs_mount m;
 	int have_m = 0, mounted = 0, rc;
@@ -244,6 +252,16 @@ static int serve(struct cli *c, struct fuse_args *args, int status_fd)
 	}
 	if ((rc = store_open(store_abs, STORE_RDONLY | STORE_RANDOM, &st, &err)))
 		goto fail;
+	if ((rc = rt_open(st, c->remote_cache_bytes, &tier, &err)))
+		goto fail;
+	/* An unreachable remote does not stop the mount: what is local or cached reads, the rest
+	 * fails with EIO (after the remote's timeout, then at once for a few seconds). */
+	/* Fetching ahead waits on the network more than on the CPU: more prefetch threads. */
+	if (tier && c->prefetch == UINT_MAX && o.prefetchers < RT_THREADS)
+		o.prefetchers = RT_THREADS;
+	if (tier && rb_probe(rt_backend(tier), &err))
+		fs_log(LOG_WARNING, "%s; serving what is cached, reading anything else fails with "
+		       "EIO until it is reachable", err.msg);
 	have_m = 1;
 	if ((rc = fs_mount_init(&m, st, &o, &err)))
 		goto fail;
@@ -303,8 +321,18 @@ static int serve(struct cli *c, struct fuse_args *args, int status_fd)
 	       "%llu evictions, %llu failed decodes", mnt_abs, (unsigned long long)cs.hits,
 	       (unsigned long long)cs.misses, (unsigned long long)cs.waits,
 	       (unsigned long long)cs.evictions, (unsigned long long)cs.failures);
+	if (tier) {
+		rt_stats ts;
+		rt_get_stats(tier, &ts);
+		fs_log(LOG_INFO, "remote: %llu fetches (%llu bytes), %llu shared with another reader, "
+		       "%llu cache hits, %llu evictions, %llu failed", (unsigned long long)ts.fetches,
+		       (unsigned long long)ts.fetch_bytes, (unsigned long long)ts.shared,
+		       (unsigned long long)ts.hits, (unsigned long long)ts.evictions,
+		       (unsigned long long)ts.failures);
+	}
 	fs_mount_fini(&m);
 	fuse_session_destroy(se);
+	rt_close(tier);
 	store_close(st);
 	return rc < 0 ? 1 : 0;
 
@@ -318,6 +346,7 @@ fail:
 		fuse_remove_signal_handlers(se);
 		fuse_session_destroy(se);
 	}
+	rt_close(tier);
 	store_close(st);
 	if (status_fd >= 0) {
 		char bad = 1;
@@ -359,6 +388,16 @@ int main(int argc, char **argv)
 		fprintf(stderr, "mount.deltafs: cache_size and threads must be at least 1\n");
 		goto out;
 	}
+	if (c.remote_cache) {
+		char *end;
+		double gib = strtod(c.remote_cache, &end);
+		if (*end || end == c.remote_cache || !(gib > 0) || gib > 1e6) {
+			fprintf(stderr, "mount.deltafs: remote_cache=%s: a size in GiB, such as 64 or "
+				"0.5\n", c.remote_cache);
+			goto out;
+		}
+		c.remote_cache_bytes = (uint64_t)(gib * (double)(1ull << 30));
+	}
 	fs_log_debug(c.debug);
 
 	if (!c.foreground) {
@@ -386,5 +425,6 @@ out:
 	fuse_opt_free_args(&args);
 	free(c.store);
 	free(c.mnt);
+	free(c.remote_cache);
 	return rc;
 }

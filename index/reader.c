@@ -89,17 +89,29 @@ int rd_decode_chunk(cx_ctx *cx, store *s, MDB_txn *txn, const rd_ckpt *ck, uint3
 		return 0;
 	}
 	const void *p;
+	void *fetched = NULL;
 	size_t blen;
 	int rc = store_blob_get(s, txn, ch->hash, &p, &blen);
+	if (rc == -ENOENT && store_has_fetch(s)) {
+		df_err fe;
+		if ((rc = store_blob_fetch(s, ch->hash, &fetched, &blen, &fe)))
+			return df_errf(err, rc == -ENOMEM ? -ENOMEM : -EIO, "%s: checkpoint \"%s\" file "
+				       "\"%s\" tensor \"%s\" chunk %u: %s", store_path(s),
+				       ck->mf->name, fl->path, seg_label(sg), c, fe.msg);
+		p = fetched;
+	}
 	if (rc)
 		return df_errf(err, -EIO, "%s: checkpoint \"%s\" file \"%s\" tensor \"%s\" chunk %u: "
 			       "blob missing from the store", store_path(s), ck->mf->name, fl->path,
 			       seg_label(sg), c);
-	if (store_blob_check(ch->hash, p, blen))
+	if (store_blob_check(ch->hash, p, blen)) {
+		free(fetched);
 		return df_errf(err, -EIO, "%s: checkpoint \"%s\" file \"%s\" tensor \"%s\" chunk %u: "
 			       "blob fails its hash (damaged store)", store_path(s), ck->mf->name,
 			       fl->path, seg_label(sg), c);
+	}
 	rc = cx_decode(cx, dst, n, p, blen, sg->base_file >= 0 ? base : NULL);
+	free(fetched);
 	if (rc)
 		return df_errf(err, rc == -ENOMEM ? -ENOMEM : -EIO, "%s: checkpoint \"%s\" file \"%s\" "
 			       "tensor \"%s\" chunk %u: blob does not decode (%s)", store_path(s),

@@ -38,6 +38,8 @@ struct store {
 	int rdonly;
 	int random; /* STORE_RANDOM */
 	int lock_fd; /* ingest.lock, -1 until first needed */
+	store_fetch_fn fetch; /* blobs absent from data.mdb (a clone), or NULL */
+	void *fetch_ud;
 	pthread_rwlock_t txlock;
 };
 
@@ -262,6 +264,24 @@ void store_hash(const void *p, size_t n, uint8_t out[16])
 	memcpy(out, c.digest, 16);
 }
 
+void store_set_fetch(store *s, store_fetch_fn fn, void *ud)
+{
+	s->fetch = fn;
+	s->fetch_ud = ud;
+}
+
+int store_has_fetch(const store *s)
+{
+	return s->fetch != NULL;
+}
+
+int store_blob_fetch(store *s, const uint8_t hash[16], void **p, size_t *n, df_err *err)
+{
+	if (!s->fetch)
+		return df_errf(err, -ENOENT, "%s: blob missing from the store", s->path);
+	return s->fetch(s->fetch_ud, hash, p, n, err);
+}
+
 int store_blob_check(const uint8_t hash[16], const void *p, size_t n)
 {
 	uint8_t h[16];
@@ -474,7 +494,7 @@ int store_check_refs(store *s, MDB_txn *txn, void (*bad)(void *ud, const char *m
 		for (; i < n && !memcmp(w[i].h, k.mv_data, 16); i++)
 			want++;
 		MDB_val bd;
-		if (want && mdb_get(txn, s->dbi[DB_BLOBS], &k, &bd))
+		if (want && !s->fetch && mdb_get(txn, s->dbi[DB_BLOBS], &k, &bd))
 			missing++;
 		if (have != want && !differ++) {
 			have1 = have;
@@ -577,8 +597,9 @@ static int put_batch_fn(store *s, MDB_txn *txn, void *arg, df_err *err)
 			return rc;
 		uint64_t zero = 0;
 		MDB_val z = {8, &zero};
-		rc = mdb_put(txn, s->dbi[DB_REFS], &k, &z, 0);
-		if (rc)
+		/* A clone's blob fetched into data.mdb (deltafs clone --all) already has its count. */
+		rc = mdb_put(txn, s->dbi[DB_REFS], &k, &z, MDB_NOOVERWRITE);
+		if (rc && rc != MDB_KEYEXIST)
 			return rc;
 		a->written += a->b[i].n;
 	}
@@ -594,8 +615,9 @@ int store_put_batch(store *s, const store_blob *b, size_t n, uint64_t *written, 
 	return rc;
 }
 
-/* Add delta to the refcount of every blob chunk of m. */
-static int refs_add(store *s, MDB_txn *txn, const manifest *m, int delta, df_err *err)
+/* Add delta to the refcount of every blob chunk of m. adopt: a blob without a record is one the
+ * store does not hold (a clone's), counted from 0 instead of refused. */
+static int refs_add(store *s, MDB_txn *txn, const manifest *m, int delta, int adopt, df_err *err)
 {
 	for (uint32_t i = 0; i < m->nfiles; i++)
 		for (uint32_t j = 0; j < m->files[i].nsegs; j++) {
@@ -605,6 +627,12 @@ static int refs_add(store *s, MDB_txn *txn, const manifest *m, int delta, df_err
 					continue;
 				MDB_val k = {16, (void *)sg->chunks[c].hash}, d;
 				int rc = mdb_get(txn, s->dbi[DB_REFS], &k, &d);
+				uint64_t zero = 0;
+				if (rc == MDB_NOTFOUND && adopt) {
+					d.mv_data = &zero;
+					d.mv_size = 8;
+					rc = 0;
+				}
 				if (rc == MDB_NOTFOUND)
 					return df_errf(err, -EIO, "%s: checkpoint \"%s\": blob of tensor "
 						       "\"%s\" chunk %u is missing from the store",
@@ -662,7 +690,7 @@ static int drop_ckpt(store *s, MDB_txn *txn, const char *name, df_err *err)
 	int rc = store_ckpt_get(s, txn, name, &old, err);
 	if (rc)
 		return rc;
-	rc = refs_add(s, txn, old, -1, err);
+	rc = refs_add(s, txn, old, -1, 0, err);
 	mf_free(old);
 	if (rc)
 		return rc;
@@ -680,6 +708,7 @@ static int bump_gen(store *s, MDB_txn *txn)
 struct commit_arg {
 	manifest *m;
 	int replace;
+	int adopt; /* store_adopt */
 };
 
 static int commit_fn(store *s, MDB_txn *txn, void *arg, df_err *err)
@@ -704,7 +733,7 @@ static int commit_fn(store *s, MDB_txn *txn, void *arg, df_err *err)
 	} else if (rc != MDB_NOTFOUND) {
 		return rc;
 	}
-	if ((rc = refs_add(s, txn, m, +1, err)))
+	if ((rc = refs_add(s, txn, m, +1, a->adopt, err)))
 		return rc;
 	uint64_t uid = 0;
 	if ((rc = meta_get_u64(s, txn, "uid", &uid)) || (rc = meta_put_u64(s, txn, "uid", uid + 1)))
@@ -728,8 +757,31 @@ static int commit_fn(store *s, MDB_txn *txn, void *arg, df_err *err)
 
 int store_commit(store *s, manifest *m, int replace, df_err *err)
 {
-	struct commit_arg a = {m, replace};
+	struct commit_arg a = {m, replace, 0};
 	return with_wtxn(s, commit_fn, &a, "cannot commit the checkpoint", err);
+}
+
+struct adopt_arg {
+	manifest **ms;
+	size_t n;
+};
+
+static int adopt_fn(store *s, MDB_txn *txn, void *arg, df_err *err)
+{
+	struct adopt_arg *a = arg;
+	for (size_t i = 0; i < a->n; i++) {
+		struct commit_arg c = {a->ms[i], 1, 1};
+		int rc = commit_fn(s, txn, &c, err);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+int store_adopt(store *s, manifest **ms, size_t n, df_err *err)
+{
+	struct adopt_arg a = {ms, n};
+	return with_wtxn(s, adopt_fn, &a, "cannot commit the checkpoints", err);
 }
 
 static int rm_fn(store *s, MDB_txn *txn, void *arg, df_err *err)

@@ -68,6 +68,18 @@ int store_blob_get(store *s, MDB_txn *txn, const uint8_t hash[16], const void **
  * reads then overlap. Harmless when the pages are cached already; absent blobs are ignored. */
 void store_blob_hint(store *s, MDB_txn *txn, const uint8_t hash[16]);
 
+/* Where blobs absent from data.mdb come from: a store cloned from a remote (index/tier.h) holds its
+ * manifests but fetches blobs on demand. fetch(ud, hash, ...) returns a malloc'd copy of the blob
+ * (the caller frees it) already checked against hash, or a negative errno with err filled; it must
+ * be callable from several threads at once. Set it once, before the store is shared. */
+typedef int (*store_fetch_fn)(void *ud, const uint8_t hash[16], void **p, size_t *n, df_err *err);
+void store_set_fetch(store *s, store_fetch_fn fn, void *ud);
+int store_has_fetch(const store *s);
+
+/* A blob store_blob_get did not find, from the fetch hook: 0 with a malloc'd *p (caller frees),
+ * -ENOENT if the store has no hook, or the hook's error. */
+int store_blob_fetch(store *s, const uint8_t hash[16], void **p, size_t *n, df_err *err);
+
 /* 0 if XXH3-128(p, n) == hash, else -EIO. */
 int store_blob_check(const uint8_t hash[16], const void *p, size_t n);
 
@@ -94,7 +106,8 @@ uint64_t store_generation(store *s, MDB_txn *txn);
 int store_usage(store *s, uint64_t *used, uint64_t *file_size);
 
 /* Recount every blob's references from all manifests and compare with the refs table; also check
- * that each referenced blob exists. Mismatches are reported by kind, one bad(ud, message) line per
+ * that each referenced blob exists (in data.mdb; with a fetch hook set, absent blobs are the
+ * remote's to hold and are not counted). Mismatches are reported by kind, one bad(ud, message) line per
  * kind with its count. Returns the number of mismatches (at most INT_MAX) or a negative errno. */
 int store_check_refs(store *s, MDB_txn *txn, void (*bad)(void *ud, const char *msg), void *ud,
 		     df_err *err);
@@ -119,6 +132,12 @@ int store_put_batch(store *s, const store_blob *b, size_t n, uint64_t *written, 
  * (and refused with -EBUSY if other checkpoints use it as their base). If m->base is set, it must
  * exist. */
 int store_commit(store *s, manifest *m, int replace, df_err *err);
+
+/* Commit manifests ms[0..n), taken from a remote (index/tier.h), whose blobs need not be in
+ * data.mdb, in this order (bases before the checkpoints using them) and in one write txn: all or
+ * none. Each as store_commit with replace, except that a blob without a refcount record gets one
+ * (its bytes stay remote until fetched). Each m->uid is assigned; m->ctime_ns is kept. */
+int store_adopt(store *s, manifest **ms, size_t n, df_err *err);
 
 /* Remove a checkpoint: -ENOENT if absent, -EBUSY (message names them) if others use it as base.
  * Its blobs' refcounts drop; gc frees them. */

@@ -1,7 +1,9 @@
 /*
- * deltafs -- manage a store: init, ls, info, rm, gc, verify, export, snapshot.
+ * deltafs -- manage a store: init, ls, info, rm, gc, verify, export, snapshot, and its remote:
+ * remote, push, pull, clone.
  */
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +15,7 @@
 #include "../codec/dtype.h"
 #include "../index/export.h"
 #include "../index/store.h"
+#include "../index/tier.h"
 #include "../index/verify.h"
 #include "cli.h"
 
@@ -33,6 +36,28 @@ static const char usage_text[] =
 	"  snapshot STORE DIR         a consistent, compacted copy of the store into the empty\n"
 	"                             directory DIR, safe while ingests and mounts run\n"
 	"\n"
+	"remote (blobs, manifests and the catalog of checkpoints in Ceph RADOS):\n"
+	"  remote STORE set URL [--id NAME] [--conf FILE]\n"
+	"                             use URL = rados:POOL[/NAMESPACE] as the store's remote\n"
+	"                             (cluster from --conf, CEPH_CONF or /etc/ceph/ceph.conf;\n"
+	"                             cephx user client.NAME, default admin)\n"
+	"  remote STORE               show the store's remote\n"
+	"  push STORE [NAME...]       upload what the remote lacks of these checkpoints (all by\n"
+	"                             default) and their bases, then publish them atomically\n"
+	"  pull STORE [--every SECONDS]\n"
+	"                             add or update the checkpoints the remote publishes\n"
+	"                             (manifests only: blobs are fetched when read); --every:\n"
+	"                             keep doing it, at once when a host publishes (RADOS\n"
+	"                             watch/notify) and every SECONDS anyway\n"
+	"  clone URL STORE [--all] [--id NAME] [--conf FILE]\n"
+	"                             a new store from a remote: manifests only, blobs on demand\n"
+	"                             (--all: fetch every blob now)\n"
+	"  rm STORE NAME --remote     unpublish NAME from the remote's catalog (refused while\n"
+	"                             published checkpoints use it as base)\n"
+	"  gc STORE --remote [--grace SECONDS]\n"
+	"                             delete the remote objects no published checkpoint names and\n"
+	"                             unwritten for SECONDS (default 86400): longer than any push\n"
+	"\n"
 	"examples:\n"
 	"  deltafs init /srv/models\n"
 	"  deltafs ls /srv/models\n"
@@ -41,6 +66,8 @@ static const char usage_text[] =
 	"  deltafs verify /srv/models\n"
 	"  deltafs export /srv/models llama-chat ./llama-chat\n"
 	"  deltafs snapshot /srv/models /backup/models-$(date +%%F)\n"
+	"  deltafs remote /srv/models set rados:models --id deltafs && deltafs push /srv/models\n"
+	"  deltafs clone rados:models /srv/models    # on another host\n"
 	"\n"
 	"Read a store's checkpoints as files with mount.deltafs STORE MOUNTPOINT.\n";
 
@@ -56,6 +83,25 @@ static int open_store(const char *dir, unsigned flags, store **s)
 	if (store_open(dir, flags, s, &e))
 		return fail(&e);
 	return 0;
+}
+
+/* A store with its remote tier attached (a clone reads blobs through it); *t NULL if none. */
+static int open_tiered(const char *dir, unsigned flags, store **s, rt_tier **t)
+{
+	df_err e;
+	if (open_store(dir, flags, s))
+		return 1;
+	if (rt_open(*s, 0, t, &e)) {
+		store_close(*s);
+		return fail(&e);
+	}
+	return 0;
+}
+
+static void close_tiered(store *s, rt_tier *t)
+{
+	rt_close(t);
+	store_close(s);
 }
 
 static int cmd_init(const char *dir)
@@ -289,10 +335,11 @@ static int cmd_verify(const char *dir, const char *name)
 	df_err e;
 	vf_report r;
 	char a[32];
-	if (open_store(dir, STORE_RDONLY, &s))
+	rt_tier *t;
+	if (open_tiered(dir, STORE_RDONLY, &s, &t))
 		return 1;
 	int rc = vf_verify(s, name, print_problem, NULL, &r, &e);
-	store_close(s);
+	close_tiered(s, t);
 	if (rc)
 		return fail(&e);
 	printf("verified %llu checkpoint%s, %llu files, %s: %llu problem%s\n",
@@ -307,12 +354,13 @@ static int cmd_export(const char *dir, const char *name, const char *out, int fo
 	df_err e;
 	uint64_t bytes;
 	char a[32];
-	if (open_store(dir, STORE_RDONLY, &s))
+	rt_tier *t;
+	if (open_tiered(dir, STORE_RDONLY, &s, &t))
 		return 1;
 	double t0 = cli_now();
 	int rc = ex_export(s, name, out, force, &bytes, &e);
 	double dt = cli_now() - t0;
-	store_close(s);
+	close_tiered(s, t);
 	if (rc)
 		return fail(&e);
 	printf("exported \"%s\" to %s: %s, %.1f MB/s\n", name, out, cli_size(bytes, a),
@@ -345,6 +393,197 @@ static int cmd_snapshot(const char *dir, const char *out)
 	return 0;
 }
 
+static int cmd_remote_set(const char *dir, const rb_config *cfg)
+{
+	store *s;
+	df_err e;
+	if (open_store(dir, 0, &s))
+		return 1;
+	int rc = rt_config_set(dir, cfg, &e);
+	store_close(s);
+	if (rc)
+		return fail(&e);
+	printf("remote of %s: %s\n", dir, cfg->url);
+	return 0;
+}
+
+static int cmd_remote_show(const char *dir)
+{
+	char p[4096], line[4200];
+	snprintf(p, sizeof p, "%s/remote", dir);
+	FILE *f = fopen(p, "re");
+	if (!f) {
+		if (errno != ENOENT) {
+			fprintf(stderr, "deltafs: %s: %s\n", p, strerror(errno));
+			return 1;
+		}
+		printf("%s has no remote (set one with `deltafs remote %s set rados:POOL`)\n", dir,
+		       dir);
+		return 0;
+	}
+	while (fgets(line, sizeof line, f))
+		fputs(line, stdout);
+	fclose(f);
+	return 0;
+}
+
+/* The store's tier, or 1 with a message if it has none. */
+static int need_tier(const char *dir, unsigned flags, store **s, rt_tier **t)
+{
+	if (open_tiered(dir, flags, s, t))
+		return 1;
+	if (!*t) {
+		store_close(*s);
+		fprintf(stderr, "deltafs: %s has no remote; set one with `deltafs remote %s set "
+			"rados:POOL`\n", dir, dir);
+		return 1;
+	}
+	return 0;
+}
+
+static int cmd_push(const char *dir, const char *const *names, size_t n)
+{
+	store *s;
+	rt_tier *t;
+	df_err e;
+	rt_push_stats st;
+	cli_progress pr;
+	char a[32], b[32];
+	if (need_tier(dir, STORE_RDONLY, &s, &t))
+		return 1;
+	cli_progress_init(&pr, "push");
+	double t0 = cli_now();
+	int rc = rt_push(s, t, names, n, 0, cli_progress_cb, &pr, &st, &e);
+	double dt = cli_now() - t0;
+	cli_progress_end(&pr);
+	printf("%s: %llu blobs sent (%s, %.1f MB/s), %llu already there (%s), %llu manifests; "
+	       "%llu checkpoint%s published\n", rt_backend(t)->url,
+	       (unsigned long long)st.blobs_sent, cli_size(st.bytes_sent, a),
+	       dt > 0 ? (double)st.bytes_sent / dt / 1e6 : 0.0, (unsigned long long)st.blobs_had,
+	       cli_size(st.bytes_had, b), (unsigned long long)st.manifests_sent,
+	       (unsigned long long)st.ckpts, st.ckpts == 1 ? "" : "s");
+	close_tiered(s, t);
+	return rc ? fail(&e) : 0;
+}
+
+static int pull(const char *dir, store *s, rt_tier *t)
+{
+	df_err e;
+	rt_pull_stats st;
+	if (rt_pull(s, t, &st, &e))
+		return fail(&e);
+	printf("%s: %llu checkpoint%s added, %llu updated, %llu unchanged\n", dir,
+	       (unsigned long long)st.added, st.added == 1 ? "" : "s",
+	       (unsigned long long)st.replaced, (unsigned long long)st.unchanged);
+	return 0;
+}
+
+/* every > 0: pull again whenever another host publishes (watch/notify) and at least every
+ * `every` seconds, until killed, going on after failures (a remote unreachable for a while must
+ * not end the loop); only changes are printed. */
+static int cmd_pull(const char *dir, unsigned every)
+{
+	store *s;
+	rt_tier *t;
+	df_err e;
+	rt_pull_stats st;
+	if (need_tier(dir, 0, &s, &t))
+		return 1;
+	if (!every) {
+		int rc = pull(dir, s, t);
+		close_tiered(s, t);
+		return rc;
+	}
+	for (;;) {
+		if (rt_pull(s, t, &st, &e))
+			fprintf(stderr, "deltafs: %s\n", e.msg);
+		else if (st.added || st.replaced)
+			printf("%s: %llu checkpoint%s added, %llu updated\n", dir,
+			       (unsigned long long)st.added, st.added == 1 ? "" : "s",
+			       (unsigned long long)st.replaced);
+		fflush(stdout);
+		rt_wait_change(t, every);
+	}
+}
+
+static int cmd_clone(const rb_config *cfg, const char *dir, int all)
+{
+	store *s;
+	rt_tier *t;
+	df_err e;
+	struct stat st;
+	if (!stat(dir, &st)) {
+		fprintf(stderr, "deltafs: %s exists; clone makes a new store (use `deltafs pull` to "
+			"update one)\n", dir);
+		return 1;
+	}
+	rb_backend *b;
+	if (rb_open(cfg, &b, &e)) /* a URL this build cannot use: leave nothing behind */
+		return fail(&e);
+	rb_close(b);
+	if (open_store(dir, STORE_CREATE, &s))
+		return 1;
+	int rc = rt_config_set(dir, cfg, &e) ? fail(&e) : 0;
+	store_close(s);
+	if (rc || need_tier(dir, 0, &s, &t))
+		return 1;
+	rc = pull(dir, s, t);
+	if (rc)
+		fprintf(stderr, "deltafs: %s is set up with its remote; `deltafs pull %s` finishes the "
+			"clone\n", dir, dir);
+	if (!rc && all) {
+		cli_progress pr;
+		uint64_t bytes;
+		char a[32];
+		cli_progress_init(&pr, "fetch");
+		double t0 = cli_now();
+		rc = rt_fetch_all(s, t, 0, cli_progress_cb, &pr, &bytes, &e);
+		double dt = cli_now() - t0;
+		cli_progress_end(&pr);
+		if (rc)
+			rc = fail(&e);
+		else
+			printf("fetched %s of blobs into %s (%.1f MB/s)\n", cli_size(bytes, a), dir,
+			       dt > 0 ? (double)bytes / dt / 1e6 : 0.0);
+	}
+	close_tiered(s, t);
+	return rc;
+}
+
+static int cmd_rm_remote(const char *dir, const char *name)
+{
+	store *s;
+	rt_tier *t;
+	df_err e;
+	if (need_tier(dir, STORE_RDONLY, &s, &t))
+		return 1;
+	int rc = rt_unpublish(t, name, &e);
+	if (!rc)
+		printf("unpublished \"%s\" from %s; run `deltafs gc %s --remote` to free its objects\n",
+		       name, rt_backend(t)->url, dir);
+	close_tiered(s, t);
+	return rc ? fail(&e) : 0;
+}
+
+static int cmd_gc_remote(const char *dir, unsigned grace)
+{
+	store *s;
+	rt_tier *t;
+	df_err e;
+	rt_gc_stats st;
+	char a[32];
+	if (need_tier(dir, STORE_RDONLY, &s, &t))
+		return 1;
+	int rc = rt_gc(t, grace, &st, &e);
+	if (!rc)
+		printf("%s: removed %llu objects (%s); %llu in use; %llu unused but written less than "
+		       "%u s ago\n", rt_backend(t)->url, (unsigned long long)st.removed,
+		       cli_size(st.removed_bytes, a), (unsigned long long)st.kept,
+		       (unsigned long long)st.young, grace);
+	close_tiered(s, t);
+	return rc ? fail(&e) : 0;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") ||
@@ -353,20 +592,38 @@ int main(int argc, char **argv)
 		return argc < 2 ? 2 : 0;
 	}
 	const char *cmd = argv[1];
-	int force = 0, bytes = 0, n = 0;
-	const char *arg[4] = {0};
+	int force = 0, bytes = 0, all = 0, remote = 0;
+	unsigned grace = RT_GC_GRACE, every = 0;
+	size_t n = 0;
+	rb_config cfg = {0};
+	const char *arg[argc];
 	for (int i = 2; i < argc; i++) {
 		if (!strcmp(argv[i], "--force")) {
 			force = 1;
 		} else if (!strcmp(argv[i], "--bytes")) {
 			bytes = 1;
+		} else if (!strcmp(argv[i], "--all")) {
+			all = 1;
+		} else if (!strcmp(argv[i], "--remote")) {
+			remote = 1;
+		} else if ((!strcmp(argv[i], "--grace") || !strcmp(argv[i], "--every")) &&
+			   i + 1 < argc) {
+			char *end;
+			unsigned long v = strtoul(argv[i + 1], &end, 10);
+			if (*end || !*argv[i + 1] || v > UINT_MAX) {
+				fprintf(stderr, "deltafs: %s takes a number of seconds\n", argv[i]);
+				return 2;
+			}
+			*(argv[i][2] == 'g' ? &grace : &every) = (unsigned)v;
+			i++;
+		} else if ((!strcmp(argv[i], "--id") || !strcmp(argv[i], "--conf")) && i + 1 < argc) {
+			*(argv[i][2] == 'i' ? &cfg.id : &cfg.conf) = argv[i + 1];
+			i++;
 		} else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
 			fputs(usage_text, stdout);
 			return 0;
-		} else if (n < 4) {
-			arg[n++] = argv[i];
 		} else {
-			n++;
+			arg[n++] = argv[i];
 		}
 	}
 	if (!strcmp(cmd, "init") && n == 1)
@@ -376,15 +633,29 @@ int main(int argc, char **argv)
 	if (!strcmp(cmd, "info") && n == 2)
 		return cmd_info(arg[0], arg[1]);
 	if (!strcmp(cmd, "rm") && n == 2)
-		return cmd_rm(arg[0], arg[1]);
+		return remote ? cmd_rm_remote(arg[0], arg[1]) : cmd_rm(arg[0], arg[1]);
 	if (!strcmp(cmd, "gc") && n == 1)
-		return cmd_gc(arg[0]);
+		return remote ? cmd_gc_remote(arg[0], grace) : cmd_gc(arg[0]);
 	if (!strcmp(cmd, "verify") && (n == 1 || n == 2))
 		return cmd_verify(arg[0], n == 2 ? arg[1] : NULL);
 	if (!strcmp(cmd, "snapshot") && n == 2)
 		return cmd_snapshot(arg[0], arg[1]);
 	if (!strcmp(cmd, "export") && n == 3)
 		return cmd_export(arg[0], arg[1], arg[2], force);
+	if (!strcmp(cmd, "remote") && n == 1)
+		return cmd_remote_show(arg[0]);
+	if (!strcmp(cmd, "remote") && n == 3 && !strcmp(arg[1], "set")) {
+		cfg.url = arg[2];
+		return cmd_remote_set(arg[0], &cfg);
+	}
+	if (!strcmp(cmd, "push") && n >= 1)
+		return cmd_push(arg[0], arg + 1, n - 1);
+	if (!strcmp(cmd, "pull") && n == 1)
+		return cmd_pull(arg[0], every);
+	if (!strcmp(cmd, "clone") && n == 2) {
+		cfg.url = arg[0];
+		return cmd_clone(&cfg, arg[1], all);
+	}
 	fprintf(stderr, "deltafs: unknown command or wrong arguments: %s (see deltafs --help)\n", cmd);
 	return 2;
 }

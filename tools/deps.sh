@@ -1,9 +1,12 @@
 #!/bin/sh
 # Install what deltafs needs to build, test and run its demo on Debian (bookworm or later).
 # Does nothing when everything is there already; needs root (or sudo) otherwise.
+# librados-dev builds the remote tier's RADOS backend; ceph-mon, ceph-mgr, ceph-osd and ceph-common
+# run the one-node cluster of tests/remote (the project builds and its other tests run without).
 set -e
 PKGS="meson ninja-build pkg-config gcc clang libfuse3-dev fuse3 libzstd-dev libxxhash-dev liblmdb-dev
-      libjansson-dev libssl-dev python3 python3-numpy zstd lmdb-utils"
+      libjansson-dev libssl-dev python3 python3-numpy zstd lmdb-utils
+      librados-dev ceph-mon ceph-mgr ceph-osd ceph-common"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
