@@ -65,7 +65,7 @@ static const char usage_text[] =
 	"  deltafs rm /srv/models llama-chat && deltafs gc /srv/models\n"
 	"  deltafs verify /srv/models\n"
 	"  deltafs export /srv/models llama-chat ./llama-chat\n"
-	"  deltafs snapshot /srv/models /backup/models-$(date +%%F)\n"
+	"  deltafs snapshot /srv/models /backup/models-$(date +%F)\n"
 	"  deltafs remote /srv/models set rados:models --id deltafs && deltafs push /srv/models\n"
 	"  deltafs clone rados:models /srv/models    # on another host\n"
 	"\n"
