@@ -131,6 +131,29 @@ void fs_snap_release(fs_mount *m, ft_snap *s)
 		ft_free(s);
 }
 
+void fs_handle_track(fs_mount *m, fs_handle *h)
+{
+	pthread_mutex_lock(&m->mu);
+	h->prev_open = NULL;
+	h->next_open = m->open;
+	if (m->open)
+		m->open->prev_open = h;
+	m->open = h;
+	pthread_mutex_unlock(&m->mu);
+}
+
+void fs_handle_untrack(fs_mount *m, fs_handle *h)
+{
+	pthread_mutex_lock(&m->mu);
+	if (h->prev_open)
+		h->prev_open->next_open = h->next_open;
+	else
+		m->open = h->next_open;
+	if (h->next_open)
+		h->next_open->prev_open = h->prev_open;
+	pthread_mutex_unlock(&m->mu);
+}
+
 /* --- decoding --------------------------------------------------------------------------------- */
 
 typedef struct load_arg {
@@ -540,8 +563,13 @@ void fs_mount_fini(fs_mount *m)
 		pthread_join(m->pf_threads[i], NULL);
 	free(m->pf_threads);
 	free(m->pf_ring);
-	/* After the session ends no release will come for handles still open: free every
+	/* After the session ends no release will come for handles still open: free them, and every
 	 * snapshot regardless of references. */
+	while (m->open) {
+		fs_handle *h = m->open;
+		m->open = h->next_open;
+		free(h);
+	}
 	while (m->live) {
 		ft_snap *s = m->live;
 		m->live = s->next;

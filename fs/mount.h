@@ -65,8 +65,11 @@ typedef struct fs_mount {
 	char bdi[32];      /* "major:minor" of the mount (its /sys/class/bdi name), "" if unknown */
 	atomic_int ra_done;
 
-	pthread_mutex_t mu; /* guards live and every snapshot's refs */
+	pthread_mutex_t mu; /* guards live, every snapshot's refs, and open */
 	ft_snap *live;      /* newest first; live->refs counts the list's own reference */
+	/* handles the kernel has not released: fs_mount_fini frees them when the session ends
+	 * first (a file still open at SIGTERM gets no release) */
+	struct fs_handle *open;
 
 	pthread_t poller;
 	int poller_on;
@@ -89,6 +92,7 @@ typedef struct fs_handle {
 	const ft_node *node;
 	_Atomic uint64_t next;   /* files: end of the last read, to detect sequential access */
 	_Atomic uint64_t pf_end; /* files: prefetch queued up to this offset */
+	struct fs_handle *prev_open, *next_open; /* fs_mount.open, under fs_mount.mu */
 } fs_handle;
 
 /* Set up m on an open store: build the first snapshot (a checkpoint that does not load is left
@@ -109,6 +113,10 @@ ft_snap *fs_snap_find(fs_mount *m, uint64_t ino, const ft_node **node);
 
 /* Drop a reference; the last one frees the snapshot and ends its transactions. */
 void fs_snap_release(fs_mount *m, ft_snap *s);
+
+/* Put h on m's list of open handles (after a successful open), or take it off (at release). */
+void fs_handle_track(fs_mount *m, fs_handle *h);
+void fs_handle_untrack(fs_mount *m, fs_handle *h);
 
 /* Chunk c of segment (f, sg) of ck, from the cache or decoded (bases first). Returns 0 with a cache
  * reference in *out (fc_put it), -EIO for a damaged or undecodable blob (logged with the checkpoint,

@@ -120,6 +120,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 
 static void close_handle(fs_mount *m, fs_handle *h)
 {
+	fs_handle_untrack(m, h);
 	if (h->node->file >= 0)
 		ft_close_file(h->snap, h->node);
 	fs_snap_release(m, h->snap);
@@ -158,6 +159,7 @@ static void open_node(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
 			return;
 		}
 	}
+	fs_handle_track(m, h);
 	if (fuse_reply_open(req, fi)) /* interrupted: no release will come for this handle */
 		close_handle(m, h);
 }
