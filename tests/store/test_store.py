@@ -398,6 +398,13 @@ def case_palette(tmp):
     return 0
 
 
+def dq_total_ratio(info):
+    """The DeltaDQ matrices' total ratio from `deltafs info` ("... (32.17x); ...")."""
+    tot = [l for l in info.splitlines() if l.startswith("DeltaDQ matrices:")]
+    assert tot, info
+    return float(tot[0].split("(")[1].split("x")[0])
+
+
 def case_alloc(tmp):
     """--budget shares bits among matrices: the total lands within 5% of the budget, and with
     --alloc importance the higher-scored matrices get more bits per weight.
@@ -419,9 +426,7 @@ def case_alloc(tmp):
         run(ADD, "-q", st, order, f, "--base", "b", "--codec", "deltadq", "--budget", "0.5",
             "--alloc", order)
         info = run(DFS, "info", st, order).stdout
-        tot = [l for l in info.splitlines() if l.startswith("DeltaDQ matrices:")][0]
-        ratio = float(tot.split("(")[1].split("x")[0])
-        assert abs(ratio - 32) <= 0.05 * 32, (order, tot)   # BF16 at 0.5 bits = 32x
+        assert abs(dq_total_ratio(info) - 32) <= 0.05 * 32, order   # BF16 at 0.5 bits = 32x
         if order == "importance" and not sanitized:
             rows = []
             for l in info.splitlines():
@@ -445,13 +450,12 @@ def case_alloc(tmp):
     for order in ("reversed",) if sanitized else ("importance", "reversed"):
         run(ADD, "-q", st, "lim-" + order, f, "--base", "b", "--codec", "deltadq", "--ratio", "32",
             "--importance", imp, "--alloc", order)
-        info = run(DFS, "info", st, "lim-" + order).stdout.splitlines()
-        for l in info:
+        info = run(DFS, "info", st, "lim-" + order).stdout
+        for l in info.splitlines():
             w = l.split()
             if "deltadq" in w and w[0].startswith("model.layers."):
                 bits[order, w[0]] = float(w[w.index("deltadq") + 7])
-        tot = [l for l in info if l.startswith("DeltaDQ matrices:")][0]
-        assert abs(float(tot.split("(")[1].split("x")[0]) - 32) <= 0.05 * 32, (order, tot)
+        assert abs(dq_total_ratio(info) - 32) <= 0.05 * 32, order
     names = sorted({n for _, n in bits})
     assert names and all(("reversed", n) in bits for n in names), bits
     if not sanitized:
