@@ -184,17 +184,26 @@ static int r_get(rb_backend *b, const char *oid, void **p, size_t *n, df_err *er
 	return 0;
 }
 
+/* The I/O context and a new write op (the caller releases it). */
+static int write_op(rados_be *r, rados_ioctx_t *io, rados_write_op_t *op, df_err *err)
+{
+	int rc = ioctx(r, io, err);
+	if (rc)
+		return rc;
+	if (!(*op = rados_create_write_op()))
+		return df_errf(err, -ENOMEM, "out of memory");
+	return 0;
+}
+
 static int r_put(rb_backend *b, const char *oid, const void *p, size_t n, int create_only,
 		 df_err *err)
 {
 	rados_be *r = (rados_be *)b;
 	rados_ioctx_t io;
-	int rc = ioctx(r, &io, err);
+	rados_write_op_t op;
+	int rc = write_op(r, &io, &op, err);
 	if (rc)
 		return rc;
-	rados_write_op_t op = rados_create_write_op();
-	if (!op)
-		return df_errf(err, -ENOMEM, "out of memory");
 	if (create_only)
 		rados_write_op_create(op, LIBRADOS_CREATE_EXCLUSIVE, NULL);
 	rados_write_op_write_full(op, p, n);
@@ -242,13 +251,11 @@ static int r_touch(rb_backend *b, const char *oid, df_err *err)
 {
 	rados_be *r = (rados_be *)b;
 	rados_ioctx_t io;
+	rados_write_op_t op;
 	char now[24];
-	int rc = ioctx(r, &io, err);
+	int rc = write_op(r, &io, &op, err);
 	if (rc)
 		return rc;
-	rados_write_op_t op = rados_create_write_op();
-	if (!op)
-		return df_errf(err, -ENOMEM, "out of memory");
 	/* Any write sets the object's mtime; an xattr write leaves its bytes alone. */
 	snprintf(now, sizeof now, "%lld", (long long)time(NULL));
 	rados_write_op_assert_exists(op);
@@ -378,12 +385,10 @@ static int r_unpublish(rb_backend *b, const char *const *names, size_t n, df_err
 {
 	rados_be *r = (rados_be *)b;
 	rados_ioctx_t io;
-	int rc = ioctx(r, &io, err);
+	rados_write_op_t op;
+	int rc = write_op(r, &io, &op, err);
 	if (rc)
 		return rc;
-	rados_write_op_t op = rados_create_write_op();
-	if (!op)
-		return df_errf(err, -ENOMEM, "out of memory");
 	rados_write_op_omap_rm_keys(op, names, n);
 	rc = rados_write_op_operate(op, io, RB_CATALOG, NULL, 0);
 	rados_release_write_op(op);
