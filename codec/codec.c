@@ -5,10 +5,16 @@
  * (its ops) plus its own file. Ids in the enum whose codec is not built in keep their name (so
  * `deltafs info` can still say what a blob is) but decode as -EBADMSG, like any unknown id.
  */
+/* For ZSTD_compressSequences (zstd >= 1.5.0, exported by the shared library; meson checks that it
+ * links): the one way zstd's API gives to entropy-code literals without a match search. */
+#define ZSTD_STATIC_LINKING_ONLY
+
 #include "codec.h"
 
 #include <errno.h>
 #include <stdlib.h>
+
+#include <zstd_errors.h>
 
 #include "cx_internal.h"
 
@@ -80,6 +86,43 @@ ZSTD_CCtx *cx_cctx(cx_ctx *ctx)
 	if (!ctx->cctx)
 		ctx->cctx = ZSTD_createCCtx();
 	return ctx->cctx;
+}
+
+static ssize_t cx_zstd_err(size_t z)
+{
+	return ZSTD_getErrorCode(z) == ZSTD_error_memory_allocation ? -ENOMEM : -EINVAL;
+}
+
+ssize_t cx_zstd_plane(cx_ctx *ctx, ZSTD_CCtx *cctx, uint8_t *dst, size_t cap, const uint8_t *src,
+		      size_t m, int lz)
+{
+	/* Both encodings go to scratch with room for any result: ZSTD_compressSequences reports a
+	 * short destination as workSpace_tooSmall or even memory_allocation (zstd 1.5.4), so an
+	 * error here is always a real one. */
+	size_t bound = ZSTD_compressBound(m), z, best;
+	uint8_t *tmp = cx_scratch(ctx, CX_S_ZSTD, 2 * bound), *out;
+	ZSTD_Sequence none;
+
+	if (!tmp)
+		return -ENOMEM;
+	z = ZSTD_compressSequences(cctx, tmp, bound, &none, 0, src, m);
+	if (ZSTD_isError(z))
+		return cx_zstd_err(z);
+	out = tmp;
+	best = z;
+	if (lz || z < m / 4) {
+		z = ZSTD_compress2(cctx, tmp + bound, bound, src, m);
+		if (ZSTD_isError(z))
+			return cx_zstd_err(z);
+		if (z < best) {
+			out = tmp + bound;
+			best = z;
+		}
+	}
+	if (best > cap)
+		return 0;
+	memcpy(dst, out, best);
+	return (ssize_t)best;
 }
 
 int cx_decode(cx_ctx *ctx, void *dst, size_t n, const void *blob, size_t blen, const void *base)

@@ -636,17 +636,19 @@ static size_t dq_plane_len(size_t n, unsigned w)
 /* Write one plane at out: varint clen + zstd frame, or 0 + the raw bytes when zstd does not win;
  * the last plane of a blob without clen (its size is what is left of the blob: raw if exactly the
  * plane's size, else a zstd frame). Returns the bytes written, -ENOBUFS or -ENOMEM. */
-static ssize_t dq_put_plane(ZSTD_CCtx *cc, uint8_t *out, size_t cap, const uint8_t *pl, size_t len,
-			    int last)
+static ssize_t dq_put_plane(cx_ctx *cx, ZSTD_CCtx *cc, uint8_t *out, size_t cap,
+			    const uint8_t *pl, size_t len, int last)
 {
 	uint8_t v[DQ_VMAX];
 	size_t z, vl;
 
 	if (cap > DQ_VMAX + 1) {
-		z = ZSTD_compress2(cc, out + DQ_VMAX, cap - DQ_VMAX < len ? cap - DQ_VMAX : len, pl, len);
-		if (ZSTD_isError(z) && ZSTD_getErrorCode(z) != ZSTD_error_dstSize_tooSmall)
-			return -ENOMEM;
-		if (!ZSTD_isError(z) && (last ? z < len : z + dq_vlen(z) < len + 1)) {
+		ssize_t c = cx_zstd_plane(cx, cc, out + DQ_VMAX,
+					  cap - DQ_VMAX < len ? cap - DQ_VMAX : len, pl, len, 0);
+		if (c < 0)
+			return c;
+		z = (size_t)c;
+		if (z && (last ? z < len : z + dq_vlen(z) < len + 1)) {
 			vl = last ? 0 : dq_vput(v, z);
 			memmove(out + vl, out + DQ_VMAX, z);
 			memcpy(out, v, vl);
@@ -1079,18 +1081,18 @@ static size_t dq_set_kept(dt_id dt, const uint8_t *base, size_t cols, size_t nr,
 }
 
 /* Write the planes of n indices with `lo` low bits at out; bytes written or negative errno. */
-static ssize_t dq_put_planes(ZSTD_CCtx *cc, uint8_t *out, size_t cap, uint8_t *work,
+static ssize_t dq_put_planes(cx_ctx *cx, ZSTD_CCtx *cc, uint8_t *out, size_t cap, uint8_t *work,
 			     const uint16_t *idx, size_t n, unsigned bits, unsigned lo)
 {
 	size_t hl = dq_plane_len(n, bits - lo);
 	ssize_t a, b = 0;
 
 	dq_pack(work, idx, n, lo, bits - lo);
-	a = dq_put_plane(cc, out, cap, work, hl, !lo);
+	a = dq_put_plane(cx, cc, out, cap, work, hl, !lo);
 	if (a < 0 || !lo)
 		return a;
 	dq_pack(work, idx, n, 0, lo);
-	b = dq_put_plane(cc, out + a, cap - (size_t)a, work, dq_plane_len(n, lo), 1);
+	b = dq_put_plane(cx, cc, out + a, cap - (size_t)a, work, dq_plane_len(n, lo), 1);
 	return b < 0 ? b : a + b;
 }
 
@@ -1201,7 +1203,7 @@ ssize_t dq_encode(cx_ctx *cx, void *dst, size_t cap, const void *ft, const void 
 	    ZSTD_isError(ZSTD_CCtx_setParameter(cc, ZSTD_c_contentSizeFlag, 0)))
 		return -ENOMEM;
 	lo = p->split ? p->split - 1u : 0;
-	a = dq_put_planes(cc, d + off, cap - off, work, idx, n, p->bits, lo);
+	a = dq_put_planes(cx, cc, d + off, cap - off, work, idx, n, p->bits, lo);
 	if (a < 0 && (a != -ENOBUFS || p->split))
 		return a;
 	if (!p->split && p->bits >= 2) {
@@ -1210,7 +1212,7 @@ ssize_t dq_encode(cx_ctx *cx, void *dst, size_t cap, const void *ft, const void 
 		alt = cx_scratch(cx, DQ_S_ALT, pcap);
 		if (!alt)
 			return -ENOMEM;
-		b = dq_put_planes(cc, alt, pcap, work, idx, n, p->bits, p->bits / 2);
+		b = dq_put_planes(cx, cc, alt, pcap, work, idx, n, p->bits, p->bits / 2);
 		if (b < 0)
 			return b;
 		if (a < 0 || b < a) {

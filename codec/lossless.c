@@ -2,9 +2,9 @@
  * lossless.c -- byte grouping + zstd, and XOR/SUB deltas against a base (see lossless.h).
  *
  * Data path. Encode: transform each element (identity, XOR base, or zig-zag of the difference
- * from base), scatter its bytes into planes (scratch slot 0), compress the planes as one zstd frame
- * straight into the blob, ending a zstd block after each plane (see ll_compress_planes). Decode:
- * one zstd frame into scratch slot 0, then gather the planes back into elements while undoing the
+ * from base), scatter its bytes into planes (scratch slot 0), compress each plane as its own zstd
+ * frame into the blob (ll_compress_planes). Decode: the frames, in one zstd call, into scratch
+ * slot 0, then gather the planes back into elements while undoing the
  * transform, writing the caller's buffer once. The one exception is 1-byte elements without a
  * delta, which have a single plane: zstd decodes straight into dst. A warm context decodes without
  * allocating (tests/codec/test_noalloc.c holds it to that).
@@ -28,7 +28,14 @@
 
 #include "cx_internal.h"
 
-#define LL_VERSION 1
+/* Version 2 (written): one zstd frame per plane. Version 1 (still read): one frame of all planes,
+ * a block per plane. The decoder takes both the same way, since zstd decodes concatenated frames
+ * in one call. */
+#define LL_VERSION 2
+#define LL_VERSION_MIN 1
+/* The level at and below which a plane that literal coding handles well is not also tried with
+ * LZ (cx_zstd_plane): above it the user paid for the search. */
+#define LL_LEVEL_LITERAL 1
 #define LL_BLOCK 64 /* elements per vectorised block */
 
 /* Scratch slots of the cx_ctx. */
@@ -339,35 +346,25 @@ static void ll_put_header(uint8_t *d, int mode, unsigned esize, size_t n)
 	cx_wr64(d + 8, n);
 }
 
-/* Compress n bytes of planes (esize planes of n / esize bytes) as one frame into at most cap
- * bytes. Each plane but the last is followed by a flush, which ends the zstd block there: every
- * plane then gets its own blocks and so its own Huffman table, instead of one table fitted to an
- * exponent plane and a noisy mantissa plane at once. That is what makes small chunks as good as
- * big ones (bench_chunk, level 3: BF16 at 128 KiB 1.315 -> 1.416, F32 2.447 -> 2.578; at 512 KiB
- * and above, where the planes fill whole 128 KiB blocks anyway, nothing changes).
- * Returns the frame's size, 0 if it does not fit in cap, or a negative errno. */
-static ssize_t ll_compress_planes(ZSTD_CCtx *cctx, uint8_t *dst, size_t cap, const uint8_t *planes,
-				  size_t n, unsigned esize)
+/* Compress n bytes of planes (esize planes of n / esize bytes) as esize concatenated frames, one
+ * per plane, into at most cap bytes. A frame per plane gives each plane its own Huffman tables
+ * (one table fitted to an exponent plane and a noisy mantissa plane at once is what made small
+ * chunks worse than big ones: bench_chunk, level 3, BF16 at 128 KiB 1.315 -> 1.416 when planes
+ * were first split into blocks) and its own choice of encoding (cx_zstd_plane).
+ * Returns the payload's size, 0 if it does not fit in cap, or a negative errno. */
+static ssize_t ll_compress_planes(cx_ctx *ctx, ZSTD_CCtx *cctx, uint8_t *dst, size_t cap,
+				  const uint8_t *planes, size_t n, unsigned esize, int level)
 {
-	ZSTD_outBuffer out = { dst, cap, 0 };
-	size_t m = n / esize;
+	size_t m = n / esize, pos = 0;
 
 	for (unsigned k = 0; k < esize; k++) {
-		ZSTD_inBuffer in = { planes + k * m, m, 0 };
-		ZSTD_EndDirective end = k + 1 == esize ? ZSTD_e_end : ZSTD_e_flush;
-		size_t left;
-
-		do {
-			left = ZSTD_compressStream2(cctx, &out, &in, end);
-			if (ZSTD_isError(left))
-				return ZSTD_getErrorCode(left) == ZSTD_error_memory_allocation
-					       ? -ENOMEM
-					       : -EINVAL;
-			if (left && out.pos == out.size)
-				return 0;
-		} while (left || in.pos < in.size);
+		ssize_t z = cx_zstd_plane(ctx, cctx, dst + pos, cap - pos, planes + k * m, m,
+					  esize == 1 || level > LL_LEVEL_LITERAL);
+		if (z <= 0)
+			return z;
+		pos += (size_t)z;
 	}
-	return (ssize_t)out.pos;
+	return (ssize_t)pos;
 }
 
 ssize_t ll_encode(cx_ctx *ctx, void *dst, size_t cap, const void *src, size_t n, unsigned esize,
@@ -401,12 +398,11 @@ ssize_t ll_encode(cx_ctx *ctx, void *dst, size_t cap, const void *src, size_t n,
 		return -ENOMEM;
 	/* Parameters are sticky in a CCtx; another codec sharing this context may have set some. */
 	ZSTD_CCtx_reset(cctx, ZSTD_reset_session_and_parameters);
-	if (ZSTD_isError(ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, level)) ||
-	    ZSTD_isError(ZSTD_CCtx_setPledgedSrcSize(cctx, n)))
+	if (ZSTD_isError(ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, level)))
 		return -EINVAL;
 	/* Capacity n - 1: a frame that would not be strictly smaller than the chunk stops as soon
 	 * as the output is full, instead of being finished and thrown away. */
-	z = ll_compress_planes(cctx, d + LL_HDR, n - 1, planes, n, esize);
+	z = ll_compress_planes(ctx, cctx, d + LL_HDR, n - 1, planes, n, esize, level);
 	if (z == 0)
 		goto raw;
 	if (z < 0)
@@ -420,6 +416,22 @@ raw:
 	return (ssize_t)(LL_HDR + n);
 }
 
+/* Check that a payload is exactly nf zstd frames, each declaring n / nf decoded bytes, so that
+ * one ZSTD_decompressDCtx call (which decodes concatenated frames) lays the planes out in place
+ * and a hostile blob cannot shift them. */
+static int ll_check_frames(const uint8_t *p, size_t plen, unsigned nf, size_t n)
+{
+	size_t pos = 0;
+
+	for (unsigned k = 0; k < nf; k++) {
+		size_t f = ZSTD_findFrameCompressedSize(p + pos, plen - pos);
+		if (ZSTD_isError(f) || ZSTD_getFrameContentSize(p + pos, plen - pos) != n / nf)
+			return -EBADMSG;
+		pos += f;
+	}
+	return pos == plen ? 0 : -EBADMSG;
+}
+
 int ll_decode(cx_ctx *ctx, void *dst, size_t n, const void *blob, size_t blen, const void *base)
 {
 	const uint8_t *b = blob, *payload;
@@ -429,7 +441,8 @@ int ll_decode(cx_ctx *ctx, void *dst, size_t n, const void *blob, size_t blen, c
 
 	if (!ctx || (!dst && n))
 		return -EINVAL;
-	if (!b || blen < LL_HDR || b[0] != CX_MAGIC || b[1] != CX_LOSSLESS || b[2] != LL_VERSION)
+	if (!b || blen < LL_HDR || b[0] != CX_MAGIC || b[1] != CX_LOSSLESS || b[2] < LL_VERSION_MIN ||
+	    b[2] > LL_VERSION)
 		return -EBADMSG;
 	mode = b[3];
 	l2 = ll_log2_esize(b[4]);
@@ -447,9 +460,8 @@ int ll_decode(cx_ctx *ctx, void *dst, size_t n, const void *blob, size_t blen, c
 	}
 	if (mode != LL_GROUPED && !base)
 		return -EINVAL;
-	/* The encoder never compresses an empty chunk; and a payload must be exactly one frame,
-	 * which zstd alone would not check (it decodes concatenated frames). */
-	if (n == 0 || ZSTD_findFrameCompressedSize(payload, plen) != plen)
+	/* The encoder never compresses an empty chunk. */
+	if (n == 0 || ll_check_frames(payload, plen, b[2] == 1 ? 1 : 1u << l2, n) < 0)
 		return -EBADMSG;
 	if (l2 == 0 && mode == LL_GROUPED) {
 		planes = dst;
@@ -470,7 +482,7 @@ int ll_decode(cx_ctx *ctx, void *dst, size_t n, const void *blob, size_t blen, c
 
 static int ll_needs_base(const uint8_t *b, size_t blen)
 {
-	if (blen < LL_HDR || b[2] != LL_VERSION || b[3] > LL_SUB)
+	if (blen < LL_HDR || b[2] < LL_VERSION_MIN || b[2] > LL_VERSION || b[3] > LL_SUB)
 		return -EBADMSG;
 	return b[3] == LL_XOR || b[3] == LL_SUB;
 }

@@ -4,7 +4,8 @@
  * Byte grouping: the bytes of each element are split into planes (plane k holds byte k of every
  * element), so the sign/exponent bytes of floats sit together, apart from the noisy low mantissa
  * bytes; zstd then finds the exponent's redundancy. BF16/F16 give 2 planes, F32 4, F64 8, 1-byte
- * types 1 (plain zstd).
+ * types 1 (plain zstd). Each plane is entropy-coded alone or LZ-compressed, whichever is smaller
+ * where LZ can win (codec/cx_internal.h, cx_zstd_plane).
  *
  * Deltas: a fine-tune chunk is stored as its difference from the base chunk (same dtype, same
  * bytes span), either XOR of the bit patterns or the arithmetic difference of the bit patterns read
@@ -16,7 +17,8 @@
  *     u8  reserved (0)
  *     u16 reserved (0)
  *     u64 n            decoded size in bytes (little-endian)
- *     ... payload      raw bytes (LL_RAW) or one zstd frame of the grouped planes
+ *     ... payload      raw bytes (LL_RAW) or esize zstd frames, frame k holding plane k
+ *                      (version 2; version 1, still read, had one frame of all planes)
  * A chunk whose encoding does not shrink is stored LL_RAW (for a delta mode: the raw delta is not
  * kept; the chunk's own bytes are, so LL_RAW never needs a base).
  */

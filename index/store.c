@@ -135,6 +135,16 @@ static int open_dbs(store *s, int create, df_err *err)
 			mdb_txn_abort(txn);
 		return rc ? lmdb_err(err, rc, "cannot initialise the store", s) : 0;
 	}
+	/* A writer brings an older store up to this format before it adds anything in it: an older
+	 * deltafs then refuses the store with a clear message instead of meeting blobs it cannot
+	 * decode. Every older format is a subset of this one, so nothing else is rewritten. */
+	if (!rc && fmt >= STORE_FORMAT_MIN && fmt < STORE_FORMAT && !s->rdonly) {
+		rc = meta_put_u64(s, txn, "format", STORE_FORMAT);
+		if (rc) {
+			mdb_txn_abort(txn);
+			return lmdb_err(err, rc, "cannot update the format record", s);
+		}
+	}
 	/* Commit, not abort: the DBI handles opened in this txn survive only a commit. */
 	if (rc)
 		mdb_txn_abort(txn);
@@ -144,10 +154,10 @@ static int open_dbs(store *s, int create, df_err *err)
 		return df_errf(err, -ENOENT, "%s: not a deltafs store (no format record)", s->path);
 	if (rc)
 		return lmdb_err(err, rc, "cannot read the format record", s);
-	if (fmt != STORE_FORMAT)
+	if (fmt < STORE_FORMAT_MIN || fmt > STORE_FORMAT)
 		return df_errf(err, -EPROTO, "%s: store format version %llu is not supported by this "
-			       "deltafs (it reads version %d); use a matching deltafs release",
-			       s->path, (unsigned long long)fmt, STORE_FORMAT);
+			       "deltafs (it reads versions %d to %d); use a matching deltafs release",
+			       s->path, (unsigned long long)fmt, STORE_FORMAT_MIN, STORE_FORMAT);
 	return 0;
 }
 

@@ -30,7 +30,10 @@
 #include "err.h"
 #include "manifest.h"
 
-#define STORE_FORMAT 1
+/* Format versions: 1, the first; 2, lossless blobs may be codec version 2 (a zstd frame per byte
+ * plane, codec/lossless.h). This deltafs reads 1 and 2, and a writer raises 1 to 2 on open. */
+#define STORE_FORMAT 2
+#define STORE_FORMAT_MIN 1
 
 typedef struct store store;
 

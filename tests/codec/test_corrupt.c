@@ -191,9 +191,11 @@ static void test_dispatch(void)
 	blob[0] = 'D';
 	CHECK(cx_blob_codec(blob, (size_t)blen) == -EBADMSG, "bad magic");
 	blob[0] = CX_MAGIC;
-	blob[2] = 2;
+	blob[2] = 3;
 	CHECK(cx_needs_base(blob, (size_t)blen) == -EBADMSG, "unknown version");
-	blob[2] = 1;
+	blob[2] = 0;
+	CHECK(cx_needs_base(blob, (size_t)blen) == -EBADMSG, "version 0");
+	blob[2] = 2;
 	blob[3] = 4;
 	CHECK(cx_needs_base(blob, (size_t)blen) == -EBADMSG, "unknown mode");
 

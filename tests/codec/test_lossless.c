@@ -318,6 +318,59 @@ static void test_modes(void)
 		CHECK(mode_seen[mode] > 0, "mode %d never chosen over the whole suite", mode);
 }
 
+/* A BF16 chunk (256 elements) and its base, as the version-1 fixture below was made from. */
+static void v1_data(uint16_t *v, uint16_t *b)
+{
+	uint64_t s = 12345;
+	for (int i = 0; i < 256; i++) {
+		s = s * 6364136223846793005ull + 1442695040888963407ull;
+		float f = (float)((int)(s >> 40) % 2001 - 1000) / 3000.0f;
+		uint32_t u;
+		memcpy(&u, &f, 4);
+		b[i] = (uint16_t)(u >> 16);
+		v[i] = (uint16_t)(b[i] ^ ((s >> 20) & 3));
+	}
+}
+
+/* Blobs written before version 2 (one zstd frame of both planes, an XOR delta) still decode;
+ * version 2 writes one frame per plane, and a payload whose frames do not match its version
+ * and element size is refused. */
+static void test_versions(void)
+{
+	static const uint8_t v1[] = {
+	0x64, 0x01, 0x01, 0x02, 0x02, 0x00, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+	0x28, 0xb5, 0x2f, 0xfd, 0x60, 0x00, 0x01, 0xcc, 0x02, 0x00, 0x42, 0x4b, 0x0c, 0x82, 0x11, 0x10,
+	0xfa, 0x8b, 0x03, 0xf2, 0xcc, 0x0a, 0x08, 0xcd, 0x54, 0xb6, 0xe5, 0x06, 0x40, 0x58, 0x9b, 0xde,
+	0xc2, 0x11, 0x55, 0x71, 0x3e, 0x6e, 0x5a, 0x0a, 0xa5, 0x1e, 0x83, 0xf3, 0xf4, 0x80, 0x78, 0x36,
+	0x9a, 0x85, 0x21, 0x39, 0xfa, 0xb0, 0xbf, 0xe8, 0x34, 0xe3, 0x15, 0x8c, 0x19, 0x01, 0x0e, 0x00,
+	0x5b, 0xf3, 0x57, 0xd1, 0xf4, 0x1f, 0x30, 0xa1, 0x69, 0xcf, 0x79, 0x82, 0xc1, 0x4c, 0x5e, 0xf1,
+	0x25, 0x41, 0x07, 0x77, 0xe1, 0x4e, 0xab, 0x06, 0x57, 0xc9, 0xc5, 0xa4, 0x0e, 0x26, 0x67, 0x2b,
+	0xc2, 0xca, 0x16, 0x03, 0x08, 0x00, 0x00,
+	};
+	uint16_t v[256], b[256], out[256];
+	uint8_t blob[LL_HDR + 512];
+
+	v1_data(v, b);
+	CHECK(ll_decode(ctx, out, sizeof out, v1, sizeof v1, b) == 0, "version 1 blob");
+	CHECK(!memcmp(out, v, sizeof v), "version 1 blob decodes to its chunk");
+
+	ssize_t z = ll_encode(ctx, blob, sizeof blob, v, sizeof v, 2, b, 1);
+	CHECK(z > LL_HDR && blob[2] == 2 && blob[3] == LL_XOR, "version 2 XOR blob: %zd", z);
+	size_t f0 = ZSTD_findFrameCompressedSize(blob + LL_HDR, (size_t)z - LL_HDR);
+	CHECK(!ZSTD_isError(f0) && f0 < (size_t)z - LL_HDR, "two frames");
+	CHECK(ZSTD_findFrameCompressedSize(blob + LL_HDR + f0, (size_t)z - LL_HDR - f0) ==
+		      (size_t)z - LL_HDR - f0, "second frame ends the blob");
+	CHECK(ll_decode(ctx, out, sizeof out, blob, (size_t)z, b) == 0 && !memcmp(out, v, sizeof v),
+	      "version 2 round trip");
+	blob[2] = 1;
+	CHECK(ll_decode(ctx, out, sizeof out, blob, (size_t)z, b) == -EBADMSG, "two frames as v1");
+	blob[2] = 2;
+	CHECK(ll_decode(ctx, out, sizeof out, blob, LL_HDR + f0, b) == -EBADMSG, "one frame of two");
+	memcpy(blob, v1, sizeof v1);
+	blob[2] = 2;
+	CHECK(ll_decode(ctx, out, sizeof out, blob, sizeof v1, b) == -EBADMSG, "one frame as v2");
+}
+
 /* Arguments a caller gets wrong. */
 static void test_bad_args(void)
 {
@@ -338,6 +391,7 @@ int main(void)
 	ctx = cx_ctx_new();
 	CHECK(ctx, "cx_ctx_new");
 	test_bad_args();
+	test_versions();
 	test_all_dtypes();
 	test_modes();
 	cx_ctx_free(ctx);

@@ -670,6 +670,9 @@ def damaged_meta(w, st):
     add(pristine, "base", models.get("hf2"))
     d = dump(pristine)
     fmt = next(m for m in d["meta"] if m["key"] == "format")
+    with open(os.path.join(pristine, "data.mdb"), "rb") as f:
+        f.seek(fmt["off"])
+        fmt_now = f.read(8)
     mnt = os.path.join(w, "meta-mnt") if fuse_ok() else None
 
     def put(path, off, old, new):
@@ -681,8 +684,8 @@ def damaged_meta(w, st):
 
     cases = {
         # the format version becomes 99
-        "format version": (lambda p: put(p, fmt["off"], struct.pack("<Q", 1),
-                                         struct.pack("<Q", 99)), ["format version 99"]),
+        "format version": (lambda p: put(p, fmt["off"], fmt_now, struct.pack("<Q", 99)),
+                           ["format version 99"]),
         # the record's key is no longer "format"
         "format key": (lambda p: put(p, fmt["off"] - 6, b"format", b"fxrmat"),
                        ["not a deltafs store"]),

@@ -178,7 +178,26 @@ def case_malformed(tmp):
         for args in ((DFS, "ls", st), (ADD, "-q", st, "y", good), (DFS, "verify", st)):
             r = run(*args, ok=False)
             assert r.returncode != 0 and "format version 99 is not supported" in r.stderr, r.stderr
+        # A store of format 1 (before lossless blobs had a frame per plane): read as it is and
+        # raised to format 2 by the first writer (old blobs: tests/codec/test_lossless.c).
+        set_format = lambda v: subprocess.run(
+            ["mdb_load", "-s", "meta", st], check=True, text=True,
+            input=dump.replace("\\63", "\\%02x" % v))
+        set_format(1)
+        run(DFS, "verify", st)
+        assert get_format(st) == 1
+        run(ADD, "-q", st, "y", good)
+        assert get_format(st) == 2
+        run(DFS, "verify", st)
     return 0
+
+
+def get_format(st):
+    """The store's format record, read with mdb_dump."""
+    out = subprocess.run(["mdb_dump", "-s", "meta", "-p", st], check=True, text=True,
+                         capture_output=True).stdout.split("\n")
+    i = out.index(" format")
+    return int(out[i + 1].strip().split("\\")[1], 16)
 
 
 def case_lifecycle(tmp):
