@@ -359,9 +359,9 @@ static int perform(s3_be *s, s3_req *r, const char *what, df_err *err)
 		 : cc == CURLE_COULDNT_RESOLVE_HOST ? -EHOSTUNREACH
 		 : cc == CURLE_OUT_OF_MEMORY || cc == CURLE_WRITE_ERROR ? -ENOMEM : -EIO;
 	/* eb holds curl's own words: host and port at most, never a key (they are not in the URL). */
-	df_errf(err, rc, "%s: %s: %s%s%s (%s)", s->base.url, what, curl_easy_strerror(cc),
-		eb[0] ? ": " : "", eb, rc == -ETIMEDOUT ? "no answer in time; DELTAFS_REMOTE_TIMEOUT "
-		"sets the bound" : tries > 1 ? "after retries" : s->endpoint);
+	df_errf(err, rc, "%s: %s: %s (%s)", s->base.url, what, eb[0] ? eb : curl_easy_strerror(cc),
+		rc == -ETIMEDOUT ? "no answer in time; DELTAFS_REMOTE_TIMEOUT sets the bound"
+		: tries > 1 ? "after retries" : s->endpoint);
 	if (rc == -ECONNREFUSED || rc == -EHOSTUNREACH || (rc == -ETIMEDOUT && !connect_us)) {
 		pthread_mutex_lock(&s->mu);
 		clock_gettime(CLOCK_MONOTONIC, &s->failed_at);

@@ -64,6 +64,8 @@ k = dict(l.split(" = ", 1) for l in open(sys.argv[1]).read().splitlines() if " =
 print('user = "%s:%s"' % (k["aws_access_key_id"], k["aws_secret_access_key"]))
 PY
 }
+# radosgw wants the payload hash header, which curl 7.88 does not add by itself.
+empty_sha256=e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855
 
 start_rgw() {
 	for b in radosgw radosgw-admin curl; do
@@ -90,7 +92,7 @@ print("[default]\naws_access_key_id = %s\naws_secret_access_key = %s" % (k["acce
 		sleep 0.5
 	done
 	for b in "$@"; do
-		s3curl -f -o /dev/null -X PUT "$ep/$b" || { echo "$0: cannot create bucket $b" >&2; exit 1; }
+		s3curl -f -o /dev/null -X PUT -H "x-amz-content-sha256: $empty_sha256" "$ep/$b" || { echo "$0: cannot create bucket $b" >&2; exit 1; }
 	done
 	echo "$ep"
 }
