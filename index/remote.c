@@ -10,6 +10,9 @@
 #ifdef DELTAFS_RADOS
 int rb_rados_open(const rb_config *cfg, rb_backend **out, df_err *err);
 #endif
+#ifdef DELTAFS_S3
+int rb_s3_open(const rb_config *cfg, rb_backend **out, df_err *err);
+#endif
 
 int rb_open(const rb_config *cfg, rb_backend **out, df_err *err)
 {
@@ -22,8 +25,16 @@ int rb_open(const rb_config *cfg, rb_backend **out, df_err *err)
 			       "librados-dev and rebuild)", cfg->url);
 #endif
 	}
-	return df_errf(err, -EINVAL, "%s: unknown remote (expected rados:POOL[/NAMESPACE])",
-		       cfg->url);
+	if (!strncmp(cfg->url, "s3://", 5)) {
+#ifdef DELTAFS_S3
+		return rb_s3_open(cfg, out, err);
+#else
+		return df_errf(err, -ENOTSUP, "%s: this deltafs was built without libcurl (install "
+			       "libcurl4-openssl-dev and rebuild)", cfg->url);
+#endif
+	}
+	return df_errf(err, -EINVAL, "%s: unknown remote (expected rados:POOL[/NAMESPACE] or "
+		       "s3://BUCKET[/PREFIX])", cfg->url);
 }
 
 void rb_close(rb_backend *b)

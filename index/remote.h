@@ -1,14 +1,17 @@
 /*
  * remote.h -- the seam between a store and a distributed object store holding its blobs,
  * manifests and catalog: one small backend interface (rb_), implemented over Ceph RADOS
- * (index/rados.c, built when meson finds librados). deltafs speaks no network protocol of its own.
+ * (index/rados.c, built when meson finds librados) and over S3 (index/s3.c, built when meson finds
+ * libcurl: radosgw, AWS, any S3-compatible service). deltafs speaks no network protocol of its own.
  *
- * What a remote holds (every name is an object in one RADOS pool and namespace):
+ * What a remote holds (every name is an object in one RADOS pool and namespace, or a key under one
+ * S3 bucket and prefix):
  *   <32 hex>     a blob, named by the hex of its XXH3-128; written once (create-only), never changed
  *   m.<32 hex>   a manifest (index/manifest.h encoding, uid zeroed), named by the XXH3-128 of those
  *                bytes; written once, never changed
  *   catalog      the published checkpoints: a map checkpoint name -> manifest object name
- *                (RADOS: the object's omap); rb_publish updates it atomically
+ *                (RADOS: the object's omap, which rb_publish updates atomically; S3: one empty
+                object per entry under catalog/, written entry by entry: see s3.c)
  * Content-addressed objects make pushes idempotent and let two hosts push the same blob at once:
  * the second create fails with -EEXIST, which a pusher takes as "already there".
  *
@@ -32,11 +35,15 @@
 
 typedef struct rb_backend rb_backend;
 
-/* Where a remote is and how to reach it: url "rados:POOL[/NAMESPACE]"; id the client name
+/* Where a remote is and how to reach it. RADOS: url "rados:POOL[/NAMESPACE]"; id the client name
  * (cephx user without "client.", NULL: "admin"); conf a ceph.conf path (NULL: CEPH_CONF or
- * /etc/ceph/ceph.conf, keyring as that file says). */
+ * /etc/ceph/ceph.conf, keyring as that file says). S3: url "s3://BUCKET[/PREFIX]"; endpoint
+ * (NULL: https://s3.REGION.amazonaws.com); region (NULL: us-east-1); keys the path of a 0600 file
+ * holding them (NULL: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN). No field ever
+ * holds a secret. */
 typedef struct rb_config {
 	const char *url, *id, *conf;
+	const char *endpoint, *region, *keys;
 } rb_config;
 
 /* One catalog entry. */
@@ -65,17 +72,19 @@ typedef struct rb_ops {
 	int (*remove)(rb_backend *b, const char *oid, df_err *err);
 	/* All catalog entries, sorted by name (free with rb_entries_free); none if no catalog yet. */
 	int (*catalog)(rb_backend *b, rb_entry **out, size_t *n, df_err *err);
-	/* Set n catalog entries in one atomic update: other entries, including ones another host
-	 * publishes at the same moment, are kept. */
+	/* Set n catalog entries: other entries, including ones another host publishes at the same
+	 * moment, are kept. RADOS: one atomic update. S3: entry by entry in the order given (callers
+	 * put bases before their fine-tunes), each atomic, the batch not. */
 	int (*publish)(rb_backend *b, const rb_entry *e, size_t n, df_err *err);
-	/* Delete the named catalog entries in one atomic update (absent names are ignored). */
+	/* Delete the named catalog entries (absent names are ignored); atomic on RADOS. */
 	int (*unpublish)(rb_backend *b, const char *const *names, size_t n, df_err *err);
 	/* Call fn(ud), from a librados thread, whenever notify is called on the catalog (another host
 	 * published) or the watch is lost (the cluster went away: call watch again later). Returns 0
-	 * at once if the watch is already in place; -ENOENT while nothing is published. One watcher
-	 * per backend. */
+	 * at once if the watch is already in place; -ENOENT while nothing is published; -ENOTSUP
+	 * where the store has no notifications (S3: callers poll). One watcher per backend. */
 	int (*watch)(rb_backend *b, void (*fn)(void *ud), void *ud, df_err *err);
-	/* Tell the catalog's watchers that it changed; waits at most a second for their answers. */
+	/* Tell the catalog's watchers that it changed; waits at most a second for their answers.
+	 * -ENOTSUP where there are none (S3). */
 	int (*notify)(rb_backend *b, df_err *err);
 	void (*close)(rb_backend *b);
 } rb_ops;

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stddef.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -412,16 +413,33 @@ static int rt_fetch(void *ud, const uint8_t h[16], void **p, size_t *n, df_err *
 
 /* --- configuration and opening ------------------------------------------------------------ */
 
+/* The STORE/remote lines: key and where it goes in an rb_config. */
+static const struct {
+	const char *key;
+	size_t off;
+} cfg_keys[] = {
+	{"url", offsetof(rb_config, url)},           {"id", offsetof(rb_config, id)},
+	{"conf", offsetof(rb_config, conf)},         {"endpoint", offsetof(rb_config, endpoint)},
+	{"region", offsetof(rb_config, region)},     {"keys", offsetof(rb_config, keys)},
+};
+#define NCFG (sizeof cfg_keys / sizeof *cfg_keys)
+
+static const char **cfg_field(rb_config *c, size_t i)
+{
+	return (const char **)((char *)c + cfg_keys[i].off);
+}
+
 int rt_config_set(const char *dir, const rb_config *cfg, df_err *err)
 {
 	rb_backend *b;
+	rb_config c = *cfg;
 	char path[PATH_MAX], tmp[PATH_MAX];
 	int rc = rb_open(cfg, &b, err);
 	if (rc)
 		return rc;
 	rb_close(b);
-	for (const char *v[] = {cfg->url, cfg->id, cfg->conf}, **p = v; p < v + 3; p++)
-		if (*p && strpbrk(*p, "\n\r"))
+	for (size_t i = 0; i < NCFG; i++)
+		if (*cfg_field(&c, i) && strpbrk(*cfg_field(&c, i), "\n\r"))
 			return df_errf(err, -EINVAL, "remote settings cannot hold line breaks");
 	snprintf(path, sizeof path, "%s/remote", dir);
 	snprintf(tmp, sizeof tmp, "%s/remote.tmp", dir);
@@ -433,11 +451,9 @@ int rt_config_set(const char *dir, const rb_config *cfg, df_err *err)
 		close(fd);
 		return df_errf(err, -ENOMEM, "out of memory");
 	}
-	fprintf(f, "url %s\n", cfg->url);
-	if (cfg->id && *cfg->id)
-		fprintf(f, "id %s\n", cfg->id);
-	if (cfg->conf && *cfg->conf)
-		fprintf(f, "conf %s\n", cfg->conf);
+	for (size_t i = 0; i < NCFG; i++)
+		if (*cfg_field(&c, i) && **cfg_field(&c, i))
+			fprintf(f, "%s %s\n", cfg_keys[i].key, *cfg_field(&c, i));
 	if (fflush(f) || fsync(fileno(f)))
 		rc = -errno;
 	if (fclose(f) && !rc)
@@ -451,11 +467,19 @@ int rt_config_set(const char *dir, const rb_config *cfg, df_err *err)
 	return 0;
 }
 
-/* Read STORE/remote: -ENOENT if the store has no remote. The strings are malloc'd. */
-static int config_get(const char *dir, char **url, char **id, char **conf, df_err *err)
+static void config_free(rb_config *c)
+{
+	for (size_t i = 0; i < NCFG; i++) {
+		free((char *)*cfg_field(c, i));
+		*cfg_field(c, i) = NULL;
+	}
+}
+
+/* Read STORE/remote into c (malloc'd strings; config_free): -ENOENT if the store has no remote. */
+static int config_get(const char *dir, rb_config *c, df_err *err)
 {
 	char path[PATH_MAX], line[PATH_MAX + 16];
-	*url = *id = *conf = NULL;
+	memset(c, 0, sizeof *c);
 	snprintf(path, sizeof path, "%s/remote", dir);
 	FILE *f = fopen(path, "re");
 	if (!f)
@@ -466,16 +490,13 @@ static int config_get(const char *dir, char **url, char **id, char **conf, df_er
 		if (!sp)
 			continue;
 		*sp++ = 0;
-		char **dst = !strcmp(line, "url") ? url : !strcmp(line, "id") ? id
-			     : !strcmp(line, "conf") ? conf : NULL;
-		if (dst && !*dst)
-			*dst = strdup(sp);
+		for (size_t i = 0; i < NCFG; i++)
+			if (!strcmp(line, cfg_keys[i].key) && !*cfg_field(c, i))
+				*cfg_field(c, i) = strdup(sp);
 	}
 	fclose(f);
-	if (!*url) {
-		free(*id);
-		free(*conf);
-		*id = *conf = NULL;
+	if (!c->url) {
+		config_free(c);
 		return df_errf(err, -EINVAL, "%s: no \"url\" line; set the remote again with `deltafs "
 			       "remote %s set URL`", path, dir);
 	}
@@ -484,20 +505,17 @@ static int config_get(const char *dir, char **url, char **id, char **conf, df_er
 
 int rt_open(store *s, uint64_t cache_bytes, rt_tier **out, df_err *err)
 {
-	char *url, *id, *conf;
+	rb_config cfg;
 	*out = NULL;
-	int rc = config_get(store_path(s), &url, &id, &conf, err);
+	int rc = config_get(store_path(s), &cfg, err);
 	if (rc)
 		return rc == -ENOENT ? 0 : rc;
-	rb_config cfg = {url, id, conf};
 	rt_tier *t = calloc(1, sizeof *t);
 	if (!t)
 		rc = df_errf(err, -ENOMEM, "out of memory");
 	else
 		rc = rb_open(&cfg, &t->be, err);
-	free(url);
-	free(id);
-	free(conf);
+	config_free(&cfg);
 	if (rc) {
 		free(t);
 		return rc;
@@ -767,6 +785,27 @@ static int want_ckpt(store *s, MDB_txn *txn, const char *name, manifest ***ms, s
 	return 0;
 }
 
+/* Order ms so that every checkpoint comes after its base (want_ckpt lists a fine-tune first): a
+ * backend that publishes entry by entry (S3) then never shows a fine-tune without its base. */
+static void bases_first(manifest **ms, size_t n)
+{
+	for (size_t k = 0; k < n; k++) {
+		size_t i = k;
+		for (; i < n; i++) {
+			size_t j = k;
+			while (j < n && (j == i || strcmp(ms[j]->name, ms[i]->base)))
+				j++;
+			if (j == n) /* its base is placed already, or not pushed */
+				break;
+		}
+		if (i == n) /* a cycle: want_ckpt refuses those, keep the order */
+			return;
+		manifest *m = ms[i];
+		memmove(ms + k + 1, ms + k, (i - k) * sizeof *ms);
+		ms[k] = m;
+	}
+}
+
 /* A push must not replace, in passing, a checkpoint another host published since this store last
  * pulled it: of ms, those not named explicitly must be absent from the catalog or published there
  * as they are here. (Between this check and the publish another host may still publish one; the
@@ -827,6 +866,7 @@ int rt_push(store *s, rt_tier *t, const char *const *names, size_t n, unsigned t
 	for (size_t i = 0; !rc && i < n; i++)
 		rc = want_ckpt(s, txn, names[i], &ms, &nms, err);
 	store_txn_end(s, txn);
+	bases_first(ms, nms);
 	if (!rc)
 		rc = check_versions(t, ms, nms, named, nnamed, err);
 	store_names_free(all, nall);
@@ -843,7 +883,8 @@ int rt_push(store *s, rt_tier *t, const char *const *names, size_t n, unsigned t
 		st->blobs_had = p.had;
 		st->bytes_had = p.had_bytes;
 	}
-	/* Manifests, once every blob they name is durable; then one catalog update for all. */
+	/* Manifests, once every blob they name is durable; then one catalog update for all (on S3,
+	 * one entry after the other, bases first). */
 	if (!rc && !(pub = calloc(nms ? nms : 1, sizeof *pub)))
 		rc = df_errf(err, -ENOMEM, "out of memory");
 	for (size_t i = 0; !rc && i < nms; i++) {

@@ -36,11 +36,15 @@ static const char usage_text[] =
 	"  snapshot STORE DIR         a consistent, compacted copy of the store into the empty\n"
 	"                             directory DIR, safe while ingests and mounts run\n"
 	"\n"
-	"remote (blobs, manifests and the catalog of checkpoints in Ceph RADOS):\n"
+	"remote (blobs, manifests and the catalog of checkpoints in Ceph RADOS or S3):\n"
 	"  remote STORE set URL [--id NAME] [--conf FILE]\n"
 	"                             use URL = rados:POOL[/NAMESPACE] as the store's remote\n"
 	"                             (cluster from --conf, CEPH_CONF or /etc/ceph/ceph.conf;\n"
 	"                             cephx user client.NAME, default admin)\n"
+	"  remote STORE set s3://BUCKET[/PREFIX] [--endpoint URL] [--region R] [--keys FILE]\n"
+	"                             an S3 bucket (default endpoint https://s3.R.amazonaws.com,\n"
+	"                             region us-east-1); keys from a 0600 FILE or from\n"
+	"                             AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (never argv)\n"
 	"  remote STORE               show the store's remote\n"
 	"  push STORE [NAME...]       upload what the remote lacks of these checkpoints (all by\n"
 	"                             default) and their bases, then publish them atomically\n"
@@ -48,8 +52,9 @@ static const char usage_text[] =
 	"                             add or update the checkpoints the remote publishes\n"
 	"                             (manifests only: blobs are fetched when read); --every:\n"
 	"                             keep doing it, at once when a host publishes (RADOS\n"
-	"                             watch/notify) and every SECONDS anyway\n"
-	"  clone URL STORE [--all] [--id NAME] [--conf FILE]\n"
+	"                             watch/notify) and every SECONDS anyway (S3: polls)\n"
+	"  clone URL STORE [--all] [--id NAME] [--conf FILE] [--endpoint URL] [--region R]\n"
+	"        [--keys FILE]\n"
 	"                             a new store from a remote: manifests only, blobs on demand\n"
 	"                             (--all: fetch every blob now)\n"
 	"  rm STORE NAME --remote     unpublish NAME from the remote's catalog (refused while\n"
@@ -68,6 +73,7 @@ static const char usage_text[] =
 	"  deltafs snapshot /srv/models /backup/models-$(date +%F)\n"
 	"  deltafs remote /srv/models set rados:models --id deltafs && deltafs push /srv/models\n"
 	"  deltafs clone rados:models /srv/models    # on another host\n"
+	"  deltafs remote /srv/models set s3://models/team1 --endpoint http://rgw:7480 --keys K\n"
 	"\n"
 	"Read a store's checkpoints as files with mount.deltafs STORE MOUNTPOINT.\n";
 
@@ -417,8 +423,8 @@ static int cmd_remote_show(const char *dir)
 			fprintf(stderr, "deltafs: %s: %s\n", p, strerror(errno));
 			return 1;
 		}
-		printf("%s has no remote (set one with `deltafs remote %s set rados:POOL`)\n", dir,
-		       dir);
+		printf("%s has no remote (set one with `deltafs remote %s set rados:POOL` or "
+		       "`... set s3://BUCKET`)\n", dir, dir);
 		return 0;
 	}
 	while (fgets(line, sizeof line, f))
@@ -435,7 +441,7 @@ static int need_tier(const char *dir, unsigned flags, store **s, rt_tier **t)
 	if (!*t) {
 		store_close(*s);
 		fprintf(stderr, "deltafs: %s has no remote; set one with `deltafs remote %s set "
-			"rados:POOL`\n", dir, dir);
+			"rados:POOL` or `... set s3://BUCKET`\n", dir, dir);
 		return 1;
 	}
 	return 0;
@@ -596,6 +602,7 @@ int main(int argc, char **argv)
 	unsigned grace = RT_GC_GRACE, every = 0;
 	size_t n = 0;
 	rb_config cfg = {0};
+	char keys[PATH_MAX];
 	const char *arg[argc];
 	for (int i = 2; i < argc; i++) {
 		if (!strcmp(argv[i], "--force")) {
@@ -616,8 +623,19 @@ int main(int argc, char **argv)
 			}
 			*(argv[i][2] == 'g' ? &grace : &every) = (unsigned)v;
 			i++;
-		} else if ((!strcmp(argv[i], "--id") || !strcmp(argv[i], "--conf")) && i + 1 < argc) {
-			*(argv[i][2] == 'i' ? &cfg.id : &cfg.conf) = argv[i + 1];
+		} else if ((!strcmp(argv[i], "--id") || !strcmp(argv[i], "--conf") ||
+			    !strcmp(argv[i], "--endpoint") || !strcmp(argv[i], "--region")) &&
+			   i + 1 < argc) {
+			*(argv[i][2] == 'i' ? &cfg.id : argv[i][2] == 'c' ? &cfg.conf
+			  : argv[i][2] == 'e' ? &cfg.endpoint : &cfg.region) = argv[i + 1];
+			i++;
+		} else if (!strcmp(argv[i], "--keys") && i + 1 < argc) {
+			/* Recorded in STORE/remote, read by every later command: absolute. */
+			if (!realpath(argv[i + 1], keys)) {
+				fprintf(stderr, "deltafs: %s: %s\n", argv[i + 1], strerror(errno));
+				return 2;
+			}
+			cfg.keys = keys;
 			i++;
 		} else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
 			fputs(usage_text, stdout);

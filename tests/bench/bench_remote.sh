@@ -3,11 +3,13 @@
 # one memstore OSD on this machine, so "the network" is loopback and the OSD keeps objects in RAM):
 # push MB/s and cold sequential reads through a clone's mount, against `rados put` / `rados get` of
 # the same file (the engine's own speed); warm reads (blobs in the clone's cache directory) against
-# a mount of the local store; and cloning / listing N_LIST published checkpoints. Prints a markdown
-# table.
+# a mount of the local store; and cloning / listing N_LIST published checkpoints. Then the same over
+# S3 through radosgw on that cluster (ceph.sh start-rgw): push against `aws s3 cp` up, a cold read
+# against `aws s3 cp` down, and N_LIST checkpoints cloned and pulled. Prints a markdown table.
 #
 #   tests/bench/bench_remote.sh [SCRATCH]    (as root, from the repository root; SCRATCH ./scratch)
-#   env: BUILD (./build), LAYERS (2: a ~470 MB BF16 base and fine-tune), N_LIST (1000)
+#   env: BUILD (./build), LAYERS (2: a ~470 MB BF16 base and fine-tune), N_LIST (1000),
+#        AWS (/usr/bin/aws: Debian's awscli, not a pyenv shim that PATH may put first)
 #
 # Cold means: a new clone (empty cache) and a fresh mount (no page cache for its files); the
 # host's page cache is not dropped (other work on the machine is left alone). Sizes are logical
@@ -24,6 +26,8 @@ D=$BUILD/tools/deltafs
 ADD=$BUILD/tools/deltafs-add
 MOUNT=$BUILD/fs/mount.deltafs
 POOL=bench
+BUCKET=bench
+AWS=${AWS:-/usr/bin/aws}
 
 rm -rf "$SCRATCH"
 mkdir -p "$SCRATCH"
@@ -35,6 +39,11 @@ cleanup() {
 trap cleanup EXIT
 export CEPH_CONF
 CEPH_CONF=$("$ROOT/tests/remote/ceph.sh" start "$SCRATCH/ceph" "$POOL")
+EP=$("$ROOT/tests/remote/ceph.sh" start-rgw "$SCRATCH/ceph" "$BUCKET")
+KEYS=$SCRATCH/ceph/s3.keys
+# aws reads the same keys file (it is a credentials file), deltafs names it with --keys.
+export AWS_SHARED_CREDENTIALS_FILE=$KEYS AWS_CONFIG_FILE=/dev/null AWS_DEFAULT_REGION=us-east-1
+s3set() { "$D" remote "$1" set "s3://$BUCKET/$2" --endpoint "$EP" --keys "$KEYS" >/dev/null; }
 
 now() { date +%s.%N; }
 mbps() { awk -v b="$1" -v t="$2" 'BEGIN { printf "%.0f", b / t / 1e6 }'; }
@@ -92,6 +101,23 @@ t_lclone=$(timed "$D" clone "rados:$POOL/list" "$SCRATCH/list2")
 t_lpull=$(timed "$D" pull "$SCRATCH/list2")
 t_lomap=$(timed rados -p "$POOL" -N list listomapkeys catalog)
 
+# The same over S3 (radosgw on the same cluster, loopback).
+S3B=$SCRATCH/s3b
+s3set "$A" m
+t_s3push=$(timed "$D" push "$A" 2>/dev/null)
+t_s3put=$(timed "$AWS" --endpoint-url "$EP" s3 cp --only-show-errors "$base" "s3://$BUCKET/whole")
+t_s3get=$(timed "$AWS" --endpoint-url "$EP" s3 cp --only-show-errors "s3://$BUCKET/whole" "$SCRATCH/got")
+rm -f "$SCRATCH/got"
+t_s3clone=$(timed "$D" clone "s3://$BUCKET/m" "$S3B" --endpoint "$EP" --keys "$KEYS")
+mnt "$S3B" "$SCRATCH/ms3"
+t_s3cold=$(timed cat "$SCRATCH/ms3/ft/ft.safetensors")
+umnt "$SCRATCH/ms3"
+s3set "$L" list
+t_s3lpush=$(timed "$D" push "$L")
+t_s3lclone=$(timed "$D" clone "s3://$BUCKET/list" "$SCRATCH/s3list2" --endpoint "$EP" --keys "$KEYS")
+t_s3lpull=$(timed "$D" pull "$SCRATCH/s3list2")
+t_s3lls=$(timed "$AWS" --endpoint-url "$EP" s3api list-objects-v2 --bucket "$BUCKET" --prefix list/catalog/)
+
 cat <<EOF
 | what | bytes | seconds | MB/s |
 |---|---:|---:|---:|
@@ -106,7 +132,16 @@ cat <<EOF
 | clone them (catalog + $N_LIST manifest reads + commits) | | $(secs "$t_lclone") | |
 | pull with nothing new (catalog read, $N_LIST local comparisons) | | $(secs "$t_lpull") | |
 | \`rados listomapkeys catalog\` ($N_LIST keys) | | $(secs "$t_lomap") | |
+| **S3 (radosgw)**: \`deltafs push\` base + fine-tune (stored bytes) | $stored | $(secs "$t_s3push") | $(mbps "$stored" "$t_s3push") |
+| \`aws s3 cp\` up of the base file | $bsize | $(secs "$t_s3put") | $(mbps "$bsize" "$t_s3put") |
+| \`aws s3 cp\` down of it | $bsize | $(secs "$t_s3get") | $(mbps "$bsize" "$t_s3get") |
+| S3: \`deltafs clone\` (manifests only) | | $(secs "$t_s3clone") | |
+| S3: cold \`cat\` of the fine-tune through the clone's mount | $fsize | $(secs "$t_s3cold") | $(mbps "$fsize" "$t_s3cold") |
+| S3: push $N_LIST checkpoints (manifests, $N_LIST catalog PUTs) | | $(secs "$t_s3lpush") | |
+| S3: clone them (one LIST of the catalog + $N_LIST manifest GETs) | | $(secs "$t_s3lclone") | |
+| S3: pull with nothing new (catalog LIST, $N_LIST local comparisons) | | $(secs "$t_s3lpull") | |
+| \`aws s3api list-objects-v2\` of the catalog ($N_LIST keys) | | $(secs "$t_s3lls") | |
 
 Base $bsize B and fine-tune $fsize B (genmodel --preset 1g --layers $LAYERS, BF16), stored $stored B.
-One memstore OSD on this machine; $(nproc) CPUs.
+One memstore OSD on this machine, radosgw (beast) on loopback; $(nproc) CPUs.
 EOF

@@ -8,16 +8,25 @@
 #   tests/remote/ceph.sh stop DIR              stop the daemons started under DIR, by pid
 #   tests/remote/ceph.sh kill-osd DIR          SIGKILL the OSD (fault tests); restart with start-osd
 #   tests/remote/ceph.sh start-osd DIR
+#   tests/remote/ceph.sh start-rgw DIR [BUCKET...]
+#                                              start radosgw (S3) for the cluster under DIR on a free
+#                                              127.0.0.1 port, create an S3 user whose keys go to
+#                                              DIR/s3.keys (0600, credentials-file lines) and the
+#                                              buckets; prints the endpoint URL once it answers
+#   tests/remote/ceph.sh stop-rgw DIR            (stop also stops it)
 #
 # Exit 77 (meson's skip) when the Ceph packages are absent. Why these settings: memstore needs no
 # disk set-up and pool size 1 with chooseleaf type 0 lets one OSD hold every placement group; the
 # cluster is up in about 6 s. A memstore OSD loses its objects when it stops: CEPH_OBJECTSTORE=
 # bluestore keeps them in a sparse file under DIR instead (up in about 10 s), for tests that restart
 # the OSD.
+# radosgw (`start-rgw`, packages radosgw and curl, else exit 77) answers about 10 s after it starts;
+# it needs cephx (with auth none it could not reach the monitor), and its own pools take 8
+# placement groups each (osd pool default pg num) so that one OSD stays under its PG limit.
 set -eu
 cmd=${1:-}
 dir=${2:-}
-[ -n "$cmd" ] && [ -n "$dir" ] || { echo "usage: $0 start|stop|kill-osd|start-osd DIR [POOL...]" >&2; exit 2; }
+[ -n "$cmd" ] && [ -n "$dir" ] || { echo "usage: $0 start|stop|kill-osd|start-osd|start-rgw|stop-rgw DIR [POOL...|BUCKET...]" >&2; exit 2; }
 shift 2
 
 for b in ceph-mon ceph-osd ceph-mgr ceph-authtool monmaptool ceph; do
@@ -43,9 +52,62 @@ start_osd() {
 	ceph-osd -c "$conf" -i 0 >>"$dir/osd.out" 2>&1
 }
 
+free_port() {
+	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# curl with the S3 user's keys, given on stdin as a config file (never in argv): s3curl ARGS...
+s3curl() {
+	python3 - "$dir/s3.keys" <<'PY' | curl -K - -sS --aws-sigv4 "aws:amz:us-east-1:s3" "$@"
+import sys
+k = dict(l.split(" = ", 1) for l in open(sys.argv[1]).read().splitlines() if " = " in l)
+print('user = "%s:%s"' % (k["aws_access_key_id"], k["aws_secret_access_key"]))
+PY
+}
+# radosgw wants the payload hash header, which curl 7.88 does not add by itself.
+empty_sha256=e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855
+
+start_rgw() {
+	for b in radosgw radosgw-admin curl; do
+		command -v "$b" >/dev/null 2>&1 || { echo "SKIP: $b is not installed (apt-get install radosgw curl)" >&2; exit 77; }
+	done
+	[ -f "$dir/mon.a.pid" ] || { echo "$0: no cluster runs under $dir (start it first)" >&2; exit 1; }
+	ceph -c "$conf" --connect-timeout 20 auth get-or-create client.rgw.x mon 'allow rw' \
+		osd 'allow rwx' mgr 'allow rw' >>"$dir/keyring"
+	rport=$(free_port)
+	mkdir -p "$dir/rgw.x"
+	radosgw -c "$conf" -n client.rgw.x --rgw-data "$dir/rgw.x" \
+		--rgw-frontends "beast endpoint=127.0.0.1:$rport" >>"$dir/rgw.out" 2>&1
+	umask 077
+	radosgw-admin -c "$conf" user create --uid deltafs --display-name deltafs 2>>"$dir/rgw.out" |
+		python3 -c 'import json, sys; k = json.load(sys.stdin)["keys"][0]
+print("[default]\naws_access_key_id = %s\naws_secret_access_key = %s" % (k["access_key"], k["secret_key"]))' \
+		>"$dir/s3.keys"
+	umask 022
+	ep="http://127.0.0.1:$rport"
+	i=0
+	until curl -s -o /dev/null --max-time 2 "$ep/"; do
+		i=$((i + 1))
+		[ $i -lt 120 ] || { echo "$0: radosgw does not answer on $ep; see $dir/client.rgw.x.log" >&2; exit 1; }
+		sleep 0.5
+	done
+	for b in "$@"; do
+		s3curl -f -o /dev/null -X PUT -H "x-amz-content-sha256: $empty_sha256" "$ep/$b" || { echo "$0: cannot create bucket $b" >&2; exit 1; }
+	done
+	echo "$ep"
+}
+
 case "$cmd" in
 stop)
-	for d in osd.0 mgr.x mon.a; do stop_pid "$d"; done
+	for d in client.rgw.x osd.0 mgr.x mon.a; do stop_pid "$d"; done
+	exit 0 ;;
+stop-rgw)
+	stop_pid client.rgw.x
+	exit 0 ;;
+start-rgw)
+	dir=$(cd "$dir" && pwd)
+	conf="$dir/ceph.conf"
+	start_rgw "$@"
 	exit 0 ;;
 kill-osd)
 	kill -9 "$(cat "$dir/osd.0.pid")"
@@ -86,6 +148,9 @@ mon allow pool size one = true
 mon allow pool delete = true
 osd crush chooseleaf type = 0
 osd pool default pg autoscale mode = off
+osd pool default pg num = 8
+osd pool default pgp num = 8
+mon max pg per osd = 1000
 mon warn on pool no redundancy = false
 ms bind ipv6 = false
 [mon]

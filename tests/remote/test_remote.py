@@ -112,6 +112,21 @@ def read_checked(path, orig, step=64 << 10):
     return failed, slowest
 
 
+def reads_fail_in_bound(path, orig, what):
+    """Read path, whose blobs are not cached and whose remote is down (`what`), in a thread: the
+    reads must fail with EIO (some), each within BOUND, never hang; prints the figures."""
+    result = {}
+    t0 = time.monotonic()
+    t = threading.Thread(target=lambda: result.update(r=read_checked(path, orig, step=512 << 10)))
+    t.start()
+    t.join(BOUND * 4)
+    assert not t.is_alive(), f"reads hang with {what}"
+    failed, slowest = result["r"]
+    print(f"{what}: {failed} reads failed, slowest {slowest:.1f} s, "
+          f"all {time.monotonic() - t0:.1f} s")
+    assert failed and slowest < BOUND, (failed, slowest)
+
+
 def remote_stats(log):
     """The counters mount.deltafs logs at unmount: {"fetches": N, "evictions": N, ...}."""
     line = next(x for x in log.splitlines() if "remote: " in x and " fetches " in x)
@@ -325,18 +340,8 @@ def scenarios(w, cl, src):
         base_m = os.path.join(mg, "base", "base.safetensors")
         assert fu.sha256(base_m) == fu.sha256(base_src)  # base now cached
         cl.kill_osd()
-        result = {}
-        t0 = time.monotonic()
-        t = threading.Thread(target=lambda: result.update(
-            r=read_checked(os.path.join(mg, "qa", "finetuned_qa.safetensors"), qa_src,
-                           step=512 << 10)))
-        t.start()
-        t.join(BOUND * 4)
-        assert not t.is_alive(), "reads hang with the OSD down"
-        failed, slowest = result["r"]
-        print(f"OSD down: {failed} reads failed, slowest {slowest:.1f} s, "
-              f"all {time.monotonic() - t0:.1f} s")
-        assert failed and slowest < BOUND, (failed, slowest)
+        reads_fail_in_bound(os.path.join(mg, "qa", "finetuned_qa.safetensors"), qa_src,
+                            "the OSD down")
 
     # An OSD restarted while a read waits for it: with a timeout longer than its return (about
     # 15 s here, until the monitors see it up again), librados resends and the read succeeds.
