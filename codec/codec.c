@@ -93,30 +93,48 @@ static ssize_t cx_zstd_err(size_t z)
 	return ZSTD_getErrorCode(z) == ZSTD_error_memory_allocation ? -ENOMEM : -EINVAL;
 }
 
+/* Whether most of a plane is one byte value, from 256 samples: then LZ (runs) is likely to beat
+ * Huffman's floor of 1 bit a byte, and is tried first. */
+static int cx_mostly_one_byte(const uint8_t *p, size_t m)
+{
+	uint8_t cnt[256] = { 0 };
+	unsigned top = 0;
+	size_t step = m / 256 ? m / 256 : 1;
+
+	for (size_t i = 0; i < m; i += step)
+		if (++cnt[p[i]] > top)
+			top = cnt[p[i]];
+	return top * 8 >= (m < 256 ? m : 256) * 7;
+}
+
 ssize_t cx_zstd_plane(cx_ctx *ctx, ZSTD_CCtx *cctx, uint8_t *dst, size_t cap, const uint8_t *src,
 		      size_t m, int lz)
 {
 	/* Both encodings go to scratch with room for any result: ZSTD_compressSequences reports a
 	 * short destination as workSpace_tooSmall or even memory_allocation (zstd 1.5.4), so an
 	 * error here is always a real one. */
-	size_t bound = ZSTD_compressBound(m), z, best;
-	uint8_t *tmp = cx_scratch(ctx, CX_S_ZSTD, 2 * bound), *out;
+	size_t bound = ZSTD_compressBound(m), z, best = SIZE_MAX;
+	uint8_t *tmp = cx_scratch(ctx, CX_S_ZSTD, 2 * bound), *out = NULL;
 	ZSTD_Sequence none;
+	int lz_first = lz || cx_mostly_one_byte(src, m);
 
 	if (!tmp)
 		return -ENOMEM;
-	z = ZSTD_compressSequences(cctx, tmp, bound, &none, 0, src, m);
-	if (ZSTD_isError(z))
-		return cx_zstd_err(z);
-	out = tmp;
-	best = z;
-	if (lz || z < m / 4) {
-		z = ZSTD_compress2(cctx, tmp + bound, bound, src, m);
+	/* Two passes at most, in the likelier order. A literal frame is at least m / 8 bytes
+	 * (Huffman spends a bit a byte; only a block of one repeated byte goes below, and LZ
+	 * finds that too), so an LZ frame that small ends the search, as does a literal frame of
+	 * a quarter of m or more when LZ was not asked for. */
+	for (int pass = 0; pass < 2; pass++) {
+		int use_lz = pass == 0 ? lz_first : !lz_first;
+		if (pass == 1 && (lz_first ? best <= m / 8 : best >= m / 4))
+			break;
+		z = use_lz ? ZSTD_compress2(cctx, tmp + bound, bound, src, m)
+			   : ZSTD_compressSequences(cctx, tmp, bound, &none, 0, src, m);
 		if (ZSTD_isError(z))
 			return cx_zstd_err(z);
 		if (z < best) {
-			out = tmp + bound;
 			best = z;
+			out = use_lz ? tmp + bound : tmp;
 		}
 	}
 	if (best > cap)

@@ -60,10 +60,11 @@ ZSTD_CCtx *cx_cctx(cx_ctx *ctx);
  * time; 64 KiB planes of the 1 GB BF16 pair, level 1 vs literal-only, ratio / encode / decode
  * MB/s: base exponent plane 2.58x / 160 / 909 vs 2.85x / 790 / 1470; XOR-delta low plane 2.67x /
  * 177 / 748 vs 3.19x / 677 / 1377; noise planes are stored raw either way (1007 vs 3603 MB/s
- * encode). LZ is also tried, and the smaller frame kept, where it can win: when the literal
- * frame is under a quarter of m (a plane that is mostly one byte, like the XOR high plane of a
- * light fine-tune: 76x with LZ against Huffman's floor of 1 bit a byte, 7.8x), and when `lz` is
- * set (the caller's data may repeat strings: text, one-byte elements, a raised level).
+ * encode). LZ is also tried, and the smaller frame kept, where it can win: on a plane that is
+ * mostly one byte (like the XOR high plane of a light fine-tune: 76x with LZ against Huffman's
+ * floor of 1 bit a byte, 7.8x; tried first there, from a 256-byte sample), when the literal frame
+ * is under a quarter of m, and when `lz` is set (the caller's data may repeat strings: text,
+ * one-byte elements, a raised level).
  * Any frame decodes with ZSTD_decompressDCtx as before. Uses scratch slot CX_S_ZSTD.
  * Returns the frame's size, 0 if it does not fit in cap, or -ENOMEM / -EINVAL. */
 ssize_t cx_zstd_plane(cx_ctx *ctx, ZSTD_CCtx *cctx, uint8_t *dst, size_t cap, const uint8_t *src,
