@@ -56,9 +56,9 @@ PY=/usr/bin/python3
 for tool in "$ADD" "$DFS" "$MOUNT" "$DECODE"; do
     [[ -x $tool ]] || { echo "run.sh: $tool missing: build first (BUILD=$BUILD)" >&2; exit 1; }
 done
-for tool in zstd mksquashfs squashfuse fusermount3 mountpoint /usr/bin/time $PY; do
+for tool in zstd mksquashfs squashfuse fusermount3 mountpoint /usr/bin/time pgrep $PY; do
     command -v "$tool" >/dev/null ||
-        { echo "run.sh: $tool missing (apt-get install zstd squashfs-tools squashfuse time)" >&2; exit 1; }
+        { echo "run.sh: $tool missing (apt-get install zstd squashfs-tools squashfuse time procps)" >&2; exit 1; }
 done
 [[ -w /proc/sys/vm/drop_caches ]] || { echo "run.sh: needs root (drop_caches)" >&2; exit 1; }
 
@@ -94,6 +94,18 @@ files_of() { if [[ -d $1 ]]; then find "$1" -type f | sort; else echo "$1"; fi; 
 bytes_of() { files_of "$1" | xargs stat -c %s | awk '{ s += $1 } END { print s }'; }
 
 now() { date +%s.%N; }
+# Peak RssAnon (KiB) of the child of process $1 (a /usr/bin/time), sampled every 20 ms until it
+# exits: /usr/bin/time's peak RSS also counts the mapped input file and store pages, which the
+# kernel can drop at any time; the anonymous part is the memory deltafs-add really holds.
+peak_anon() {
+    local c="" max=0 v
+    while [[ -z $c ]] && kill -0 "$1" 2>/dev/null; do c=$(pgrep -P "$1"); sleep 0.005; done
+    while [[ -n $c ]] && v=$(awk '/^RssAnon:/ { print $2 }' "/proc/$c/status" 2>/dev/null) && [[ -n $v ]]; do
+        ((v > max)) && max=$v
+        sleep 0.02
+    done
+    echo "$max"
+}
 median() { printf '%s\n' "$@" | sort -g | sed -n "$(( ($# + 1) / 2 ))p"; }
 mb() { awk -v n="$1" 'BEGIN { printf "%.1f", n / 1e6 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b ? a / b : 0 }'; }
@@ -105,7 +117,7 @@ store_file() { stat -c %s "$1/data.mdb"; }
 stored() { "$DFS" ls "$1" --bytes 2>/dev/null | awk -v n="$2" '$1 == n { print $4 }'; }
 
 # --- 1 and 2: sizes, ingest ----------------------------------------------------------------------
-declare -A SZ Z3 Z19 T_ADD T_Z3 RSS_ADD
+declare -A SZ Z3 Z19 T_ADD T_Z3 RSS_ADD ANON_ADD
 STORE=$WORK/store
 for n in "${NAMES[@]}"; do
     s=$(src "$n")
@@ -129,10 +141,13 @@ for n in "${NAMES[@]}"; do
         rm -rf "$WORK/tmpstore"
         if [[ $n != base ]]; then "$ADD" -q "$WORK/tmpstore" base "$(src base)" >/dev/null; fi
         t0=$(now)
-        /usr/bin/time -f %M -o "$WORK/rss" "$ADD" -q "$WORK/tmpstore" "$n" "$s" "${base[@]}" >/dev/null
+        /usr/bin/time -f %M -o "$WORK/rss" "$ADD" -q "$WORK/tmpstore" "$n" "$s" "${base[@]}" >/dev/null &
+        anon=$(peak_anon $!)
+        wait $!
         t1=$(now)
         ta+=("$(rate "${SZ[$n]}" "$t0" "$t1")")
         RSS_ADD[$n]=$(cat "$WORK/rss")
+        ANON_ADD[$n]=$anon
         t0=$(now)
         files_of "$s" | while read -r f; do zstd -3 -T0 -q -c "$f" >/dev/null; done
         t1=$(now)
@@ -195,10 +210,10 @@ fi
 echo
 echo "## Ingest (median of $RUNS, page cache warm)"
 echo
-echo "| checkpoint | deltafs-add MB/s | zstd -3 -T0 MB/s | deltafs / zstd | deltafs-add peak RSS MiB |"
-echo "|---|---|---|---|---|"
+echo "| checkpoint | deltafs-add MB/s | zstd -3 -T0 MB/s | deltafs / zstd | deltafs-add peak RSS MiB | of it anonymous, peak MiB |"
+echo "|---|---|---|---|---|---|"
 for n in "${NAMES[@]}"; do
-    echo "| $n$([[ $n != base ]] && echo " (delta)") | ${T_ADD[$n]} | ${T_Z3[$n]} | $(ratio "${T_ADD[$n]}" "${T_Z3[$n]}") | $((RSS_ADD[$n] / 1024)) |"
+    echo "| $n$([[ $n != base ]] && echo " (delta)") | ${T_ADD[$n]} | ${T_Z3[$n]} | $(ratio "${T_ADD[$n]}" "${T_Z3[$n]}") | $((RSS_ADD[$n] / 1024)) | $((ANON_ADD[$n] / 1024)) |"
 done
 
 # --- 3 and 4: reads ------------------------------------------------------------------------------
