@@ -414,6 +414,27 @@ uint64_t mf_stored_bytes(const manifest *m)
 	return t;
 }
 
+const mf_chunk *mf_blob_next(mf_blob_iter *it)
+{
+	/* Resumes where the last call returned: the increments of the loops run only when a
+	 * segment or a file is done. */
+	for (; it->f < it->m->nfiles; it->f++, it->g = 0) {
+		const mf_file *fl = &it->m->files[it->f];
+		for (; it->g < fl->nsegs; it->g++, it->c = 0) {
+			const mf_seg *sg = &fl->segs[it->g];
+			while (it->c < sg->nchunks) {
+				uint32_t c = it->c++;
+				if (sg->chunks[c].flags == MF_CHUNK_BLOB) {
+					it->sg = sg;
+					it->chunk = c;
+					return &sg->chunks[c];
+				}
+			}
+		}
+	}
+	return NULL;
+}
+
 uint32_t mf_seg_at(const mf_file *f, uint64_t off)
 {
 	uint32_t lo = 0, hi = f->nsegs;

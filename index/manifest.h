@@ -113,6 +113,21 @@ int mf_peek_uid(const void *buf, size_t len, uint64_t *uid);
 uint64_t mf_logical_bytes(const manifest *m);
 uint64_t mf_stored_bytes(const manifest *m);
 
+/* A walk over the blob chunks (MF_CHUNK_BLOB) of a manifest, in file, segment, chunk order:
+ *     mf_blob_iter it = { .m = m };
+ *     for (const mf_chunk *ch; (ch = mf_blob_next(&it));)
+ *         ... it.sg and it.chunk name ch's segment and its index there
+ * Refcounting, gc's recount and the remote tier all want exactly these chunks. */
+typedef struct mf_blob_iter {
+	const manifest *m;
+	const mf_seg *sg; /* segment of the chunk last returned */
+	uint32_t chunk;   /* its index in sg */
+	uint32_t f, g, c; /* position of the walk */
+} mf_blob_iter;
+
+/* The next blob chunk, or NULL at the end. m must not change during the walk. */
+const mf_chunk *mf_blob_next(mf_blob_iter *it);
+
 /* Index of the segment of f containing byte offset off (off < f->size), by binary search. */
 uint32_t mf_seg_at(const mf_file *f, uint64_t off);
 

@@ -445,25 +445,20 @@ static int collect_refs(store *s, MDB_txn *txn, ref_want **out, size_t *nout, df
 		manifest *m;
 		if (mf_decode(d.mv_data, d.mv_size, &m, NULL))
 			continue; /* reported by the per-checkpoint walk */
-		for (uint32_t f = 0; f < m->nfiles; f++)
-			for (uint32_t g = 0; g < m->files[f].nsegs; g++) {
-				const mf_seg *sg = &m->files[f].segs[g];
-				for (uint32_t c = 0; c < sg->nchunks; c++) {
-					if (sg->chunks[c].flags != MF_CHUNK_BLOB)
-						continue;
-					if (n == cap) {
-						ref_want *nw = realloc(w, (cap *= 2) * sizeof *w);
-						if (!nw) {
-							mf_free(m);
-							mdb_cursor_close(cur);
-							free(w);
-							return df_errf(err, -ENOMEM, "out of memory");
-						}
-						w = nw;
-					}
-					memcpy(w[n++].h, sg->chunks[c].hash, 16);
+		mf_blob_iter it = {.m = m};
+		for (const mf_chunk *ch; (ch = mf_blob_next(&it));) {
+			if (n == cap) {
+				ref_want *nw = realloc(w, (cap *= 2) * sizeof *w);
+				if (!nw) {
+					mf_free(m);
+					mdb_cursor_close(cur);
+					free(w);
+					return df_errf(err, -ENOMEM, "out of memory");
 				}
+				w = nw;
 			}
+			memcpy(w[n++].h, ch->hash, 16);
+		}
 		mf_free(m);
 	}
 	mdb_cursor_close(cur);
@@ -629,38 +624,33 @@ int store_put_batch(store *s, const store_blob *b, size_t n, uint64_t *written, 
  * store does not hold (a clone's), counted from 0 instead of refused. */
 static int refs_add(store *s, MDB_txn *txn, const manifest *m, int delta, int adopt, df_err *err)
 {
-	for (uint32_t i = 0; i < m->nfiles; i++)
-		for (uint32_t j = 0; j < m->files[i].nsegs; j++) {
-			const mf_seg *sg = &m->files[i].segs[j];
-			for (uint32_t c = 0; c < sg->nchunks; c++) {
-				if (sg->chunks[c].flags != MF_CHUNK_BLOB)
-					continue;
-				MDB_val k = {16, (void *)sg->chunks[c].hash}, d;
-				int rc = mdb_get(txn, s->dbi[DB_REFS], &k, &d);
-				uint64_t zero = 0;
-				if (rc == MDB_NOTFOUND && adopt) {
-					d.mv_data = &zero;
-					d.mv_size = 8;
-					rc = 0;
-				}
-				if (rc == MDB_NOTFOUND)
-					return df_errf(err, -EIO, "%s: checkpoint \"%s\": blob of tensor "
-						       "\"%s\" chunk %u is missing from the store",
-						       s->path, m->name, sg->name, c);
-				if (rc)
-					return rc;
-				uint64_t v;
-				memcpy(&v, d.mv_data, 8);
-				if (delta < 0 && v == 0)
-					return df_errf(err, -EIO, "%s: refcount underflow for a blob of "
-						       "\"%s\" (run `deltafs verify`)", s->path, m->name);
-				v += (uint64_t)(int64_t)delta;
-				d.mv_data = &v;
-				d.mv_size = 8;
-				if ((rc = mdb_put(txn, s->dbi[DB_REFS], &k, &d, 0)))
-					return rc;
-			}
+	mf_blob_iter it = {.m = m};
+	for (const mf_chunk *ch; (ch = mf_blob_next(&it));) {
+		MDB_val k = {16, (void *)ch->hash}, d;
+		int rc = mdb_get(txn, s->dbi[DB_REFS], &k, &d);
+		uint64_t zero = 0;
+		if (rc == MDB_NOTFOUND && adopt) {
+			d.mv_data = &zero;
+			d.mv_size = 8;
+			rc = 0;
 		}
+		if (rc == MDB_NOTFOUND)
+			return df_errf(err, -EIO, "%s: checkpoint \"%s\": blob of tensor \"%s\" chunk %u "
+				       "is missing from the store", s->path, m->name, it.sg->name,
+				       it.chunk);
+		if (rc)
+			return rc;
+		uint64_t v;
+		memcpy(&v, d.mv_data, 8);
+		if (delta < 0 && v == 0)
+			return df_errf(err, -EIO, "%s: refcount underflow for a blob of \"%s\" (run "
+				       "`deltafs verify`)", s->path, m->name);
+		v += (uint64_t)(int64_t)delta;
+		d.mv_data = &v;
+		d.mv_size = 8;
+		if ((rc = mdb_put(txn, s->dbi[DB_REFS], &k, &d, 0)))
+			return rc;
+	}
 	return 0;
 }
 
