@@ -623,17 +623,21 @@ static size_t dedup(blob_ref *v, size_t n)
 typedef struct par {
 	store *st;
 	rt_tier *t;
-	const blob_ref *v;
+	const blob_ref *v;      /* push, fetch_all: the blobs (their lengths weigh the progress) */
+	const rb_entry *ents;   /* manifests: the catalog entries to fetch... */
+	manifest **mfs;         /* ...and where each one's manifest goes */
 	size_t n;
 	_Atomic size_t next;
 	_Atomic uint64_t done_bytes, sent, sent_bytes, had, had_bytes;
 	_Atomic int failed;
-	_Atomic unsigned running;
-	pthread_mutex_t mu; /* guards err, the batch */
-	df_err err;
+	pthread_mutex_t mu; /* guards err, rc, running, the batch */
+	pthread_cond_t cv;  /* the last worker ended */
+	unsigned running;
+	int rc;    /* the first failure's error code... */
+	df_err err; /* ...and message */
 	store_blob *batch; /* fetch_all: fetched blobs waiting for store_put_batch */
 	size_t nbatch, batch_bytes;
-	int (*one)(struct par *p, const blob_ref *b, df_err *err);
+	int (*one)(struct par *p, size_t i, df_err *err);
 } par;
 
 static void *par_worker(void *arg)
@@ -642,60 +646,79 @@ static void *par_worker(void *arg)
 	size_t i;
 	while (!p->failed && (i = atomic_fetch_add(&p->next, 1)) < p->n) {
 		df_err e;
-		int rc = p->one(p, &p->v[i], &e);
+		int rc = p->one(p, i, &e);
 		if (rc) {
 			pthread_mutex_lock(&p->mu);
-			if (!p->failed++)
+			if (!p->failed++) {
+				p->rc = rc;
 				p->err = e;
+			}
 			pthread_mutex_unlock(&p->mu);
 		}
-		p->done_bytes += p->v[i].len;
+		if (p->v)
+			p->done_bytes += p->v[i].len;
 	}
-	p->running--;
+	pthread_mutex_lock(&p->mu);
+	if (!--p->running)
+		pthread_cond_signal(&p->cv);
+	pthread_mutex_unlock(&p->mu);
 	return NULL;
 }
 
-/* Run p->one over every blob of p->v on `threads` threads, reporting progress from this one. */
+/* Run p->one over items [0, p->n) on `threads` threads (at most one per item), reporting progress
+ * from this one. The first failure stops the others from taking new items. */
 static int par_run(par *p, unsigned threads, rt_progress_fn progress, void *ud, df_err *err)
 {
 	uint64_t total = 0;
-	for (size_t i = 0; i < p->n; i++)
+	for (size_t i = 0; p->v && i < p->n; i++)
 		total += p->v[i].len;
 	if (!threads)
 		threads = RT_THREADS;
+	if (threads > p->n)
+		threads = p->n ? (unsigned)p->n : 1;
 	pthread_t *th = calloc(threads, sizeof *th);
 	unsigned started = 0;
 	if (!th)
 		return df_errf(err, -ENOMEM, "out of memory");
-	p->running = threads;
+	pthread_cond_init(&p->cv, NULL);
+	pthread_mutex_lock(&p->mu);
 	for (; started < threads; started++)
 		if (pthread_create(&th[started], NULL, par_worker, p))
 			break;
-	p->running -= threads - started;
-	if (!started) {
-		free(th);
-		return df_errf(err, -EAGAIN, "cannot start threads");
-	}
+	p->running += started;
 	while (p->running) {
-		struct timespec ts = {0, 200 * 1000 * 1000};
-		nanosleep(&ts, NULL);
-		if (progress)
+		struct timespec until;
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_nsec += 200 * 1000 * 1000;
+		if (until.tv_nsec >= 1000000000L) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000L;
+		}
+		if (pthread_cond_timedwait(&p->cv, &p->mu, &until) == ETIMEDOUT && progress) {
+			pthread_mutex_unlock(&p->mu);
 			progress(ud, p->done_bytes, total);
+			pthread_mutex_lock(&p->mu);
+		}
 	}
+	pthread_mutex_unlock(&p->mu);
 	for (unsigned i = 0; i < started; i++)
 		pthread_join(th[i], NULL);
 	free(th);
+	pthread_cond_destroy(&p->cv);
+	if (!started)
+		return df_errf(err, -EAGAIN, "cannot start threads");
 	if (progress)
 		progress(ud, p->done_bytes, total);
-	if (p->failed)
-		return df_errf(err, -EIO, "%s%s", p->err.msg, p->failed > 1 ? " (and more errors)" : "");
-	return 0;
+	if (p->failed > 1)
+		return df_errf(err, p->rc, "%s (and %d more errors)", p->err.msg, p->failed - 1);
+	return p->failed ? df_errf(err, p->rc, "%s", p->err.msg) : 0;
 }
 
 /* --- push ----------------------------------------------------------------------------------- */
 
-static int push_one(par *p, const blob_ref *b, df_err *err)
+static int push_one(par *p, size_t i, df_err *err)
 {
+	const blob_ref *b = &p->v[i];
 	rb_backend *be = p->t->be;
 	char oid[33];
 	uint64_t size;
@@ -955,6 +978,58 @@ static int local_exists(store *s, const char *name)
 	return rc == 0;
 }
 
+/* The manifest catalog entry e names: read, checked against its object name (a damaged object
+ * gives -EIO, never a manifest), decoded, and checked to be e's checkpoint. */
+static int get_manifest(rt_tier *t, const rb_entry *e, manifest **out, df_err *err)
+{
+	void *buf;
+	size_t len;
+	uint8_t h[16];
+	char want[36];
+	df_err me;
+	int rc = t->be->ops->get(t->be, e->oid, &buf, &len, err);
+	if (rc)
+		return rc == -ENOENT ? df_errf(err, -EIO, "%s: checkpoint \"%s\": its manifest %s is "
+					       "missing from the remote", t->be->url, e->name, e->oid)
+				     : rc;
+	store_hash(buf, len, h);
+	memcpy(want, RT_MANIFEST_PREFIX, 2);
+	rb_blob_oid(h, want + 2);
+	if (strcmp(want, e->oid))
+		rc = df_errf(err, -EIO, "%s: checkpoint \"%s\": manifest %s fails its hash (damaged "
+			     "in the remote)", t->be->url, e->name, e->oid);
+	else if ((rc = mf_decode(buf, len, out, &me)))
+		rc = df_errf(err, rc, "%s: checkpoint \"%s\": %s", t->be->url, e->name, me.msg);
+	else if (strcmp((*out)->name, e->name)) {
+		rc = df_errf(err, -EIO, "%s: catalog entry \"%s\" names the manifest of \"%s\"",
+			     t->be->url, e->name, (*out)->name);
+		mf_free(*out);
+	}
+	free(buf);
+	if (rc)
+		*out = NULL;
+	return rc;
+}
+
+static int manifest_one(par *p, size_t i, df_err *err)
+{
+	return get_manifest(p->t, &p->ents[i], &p->mfs[i], err);
+}
+
+/* The manifests of entries e[0..n) into ms[0..n) (NULL where none came), fetched on
+ * RT_MANIFEST_THREADS threads: each is one small read, whose round trip (~45 ms a GET on radosgw)
+ * costs far more than the bytes, so a clone of many checkpoints waits on latency, not bandwidth. */
+static int get_manifests(rt_tier *t, const rb_entry *e, size_t n, manifest **ms, df_err *err)
+{
+	par p = {.t = t, .ents = e, .mfs = ms, .n = n, .one = manifest_one};
+	if (!n)
+		return 0;
+	pthread_mutex_init(&p.mu, NULL);
+	int rc = par_run(&p, RT_MANIFEST_THREADS, NULL, NULL, err);
+	pthread_mutex_destroy(&p.mu);
+	return rc;
+}
+
 int rt_pull(store *s, rt_tier *t, rt_pull_stats *st, df_err *err)
 {
 	rb_entry *e;
@@ -963,48 +1038,23 @@ int rt_pull(store *s, rt_tier *t, rt_pull_stats *st, df_err *err)
 	int rc = t->be->ops->catalog(t->be, &e, &n, err);
 	if (rc)
 		return rc;
+	/* want: shallow copies of the entries that differ from the local checkpoints */
+	rb_entry *want = calloc(n ? n : 1, sizeof *want);
 	manifest **todo = calloc(n ? n : 1, sizeof *todo);
 	int *existed = calloc(n ? n : 1, sizeof *existed);
 	size_t ntodo = 0;
-	if (!todo || !existed)
+	if (!want || !todo || !existed)
 		rc = df_errf(err, -ENOMEM, "out of memory");
 	for (size_t i = 0; !rc && i < n; i++) {
-		void *buf;
-		size_t len;
-		uint8_t h[16];
-		char want[36];
 		if (same_local(s, e[i].name, e[i].oid)) {
 			st->unchanged++;
 			continue;
 		}
-		if ((rc = t->be->ops->get(t->be, e[i].oid, &buf, &len, err))) {
-			if (rc == -ENOENT)
-				rc = df_errf(err, -EIO, "%s: checkpoint \"%s\": its manifest %s is "
-					     "missing from the remote", t->be->url, e[i].name, e[i].oid);
-			break;
-		}
-		store_hash(buf, len, h);
-		memcpy(want, RT_MANIFEST_PREFIX, 2);
-		rb_blob_oid(h, want + 2);
-		df_err me;
-		if (strcmp(want, e[i].oid))
-			rc = df_errf(err, -EIO, "%s: checkpoint \"%s\": manifest %s fails its hash "
-				     "(damaged in the remote)", t->be->url, e[i].name, e[i].oid);
-		else if ((rc = mf_decode(buf, len, &todo[ntodo], &me)))
-			rc = df_errf(err, rc, "%s: checkpoint \"%s\": %s", t->be->url, e[i].name,
-				     me.msg);
-		else if (strcmp(todo[ntodo]->name, e[i].name))
-			rc = df_errf(err, -EIO, "%s: catalog entry \"%s\" names the manifest of "
-				     "\"%s\"", t->be->url, e[i].name, todo[ntodo]->name);
-		free(buf);
-		if (rc) {
-			mf_free(todo[ntodo]);
-			todo[ntodo] = NULL;
-			break;
-		}
 		existed[ntodo] = local_exists(s, e[i].name);
-		ntodo++;
+		want[ntodo++] = e[i];
 	}
+	if (!rc)
+		rc = get_manifests(t, want, ntodo, todo, err);
 	/* Bases first: each pass places those whose base is local, placed already, or absent. */
 	manifest **order = calloc(ntodo ? ntodo : 1, sizeof *order);
 	size_t placed = 0;
@@ -1048,6 +1098,7 @@ int rt_pull(store *s, rt_tier *t, rt_pull_stats *st, df_err *err)
 		mf_free(todo[i]);
 	free(todo);
 	free(existed);
+	free(want);
 	rb_entries_free(e, n);
 	return rc;
 }
@@ -1093,8 +1144,9 @@ static int flush_batch(par *p, df_err *err)
 	return rc;
 }
 
-static int fetch_one(par *p, const blob_ref *b, df_err *err)
+static int fetch_one(par *p, size_t i, df_err *err)
 {
+	const blob_ref *b = &p->v[i];
 	MDB_txn *txn;
 	const void *data;
 	size_t n;
@@ -1181,25 +1233,10 @@ static int catalog_manifests(rt_tier *t, rb_entry **e, size_t *n, manifest ***ms
 	int rc = t->be->ops->catalog(t->be, e, n, err);
 	if (rc)
 		return rc;
-	*ms = calloc(*n ? *n : 1, sizeof **ms);
-	if (!*ms)
+	if (!(*ms = calloc(*n ? *n : 1, sizeof **ms)))
 		rc = df_errf(err, -ENOMEM, "out of memory");
-	for (size_t i = 0; !rc && i < *n; i++) {
-		void *buf;
-		size_t len;
-		df_err me;
-		if ((rc = t->be->ops->get(t->be, (*e)[i].oid, &buf, &len, err))) {
-			if (rc == -ENOENT)
-				rc = df_errf(err, -EIO, "%s: checkpoint \"%s\": its manifest %s is "
-					     "missing from the remote", t->be->url, (*e)[i].name,
-					     (*e)[i].oid);
-			break;
-		}
-		if ((rc = mf_decode(buf, len, &(*ms)[i], &me)))
-			rc = df_errf(err, rc, "%s: checkpoint \"%s\": %s", t->be->url, (*e)[i].name,
-				     me.msg);
-		free(buf);
-	}
+	else
+		rc = get_manifests(t, *e, *n, *ms, err);
 	if (rc) {
 		for (size_t i = 0; *ms && i < *n; i++)
 			mf_free((*ms)[i]);

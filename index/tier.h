@@ -31,6 +31,7 @@
 
 #define RT_CACHE_DEFAULT (16ull << 30) /* cache bound when none is given, bytes */
 #define RT_THREADS 8                   /* parallel remote operations of push and clone --all */
+#define RT_MANIFEST_THREADS 16         /* parallel manifest reads of pull, clone, rm and gc */
 #define RT_GC_GRACE (24u * 3600)       /* default grace period of remote gc, seconds */
 
 typedef struct rt_tier rt_tier;
@@ -82,8 +83,9 @@ typedef struct rt_pull_stats {
 } rt_pull_stats;
 
 /* Bring the remote's catalog into s (opened writable): every published checkpoint whose manifest
- * differs from the local one (or is absent locally) is fetched, checked against its object name
- * and committed with store_adopt, bases first, all in one transaction (all or none). Local
+ * differs from the local one (or is absent locally) is fetched (RT_MANIFEST_THREADS at once),
+ * checked against its object name and committed with store_adopt, bases first, all in one
+ * transaction (all or none: a manifest that cannot be read fails the pull, naming its checkpoint). Local
  * checkpoints the catalog lacks are kept; a local `deltafs rm` of a published one is undone. */
 int rt_pull(store *s, rt_tier *t, rt_pull_stats *st, df_err *err);
 
