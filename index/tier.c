@@ -21,6 +21,16 @@
 
 #define RT_MANIFEST_PREFIX "m."
 #define RT_TMP_AGE 3600 /* a cache file being written is renamed within seconds; older: debris */
+/* Fetch-ahead (rt_ahead): a sequential reader's window is a few hundred blobs, each one round trip
+ * that costs more than its bytes (~45 ms a GET on radosgw before on_header's fix, ~1 ms on RADOS
+ * over loopback), so threads waiting on the network, apart from the mount's decode threads, keep
+ * that many requests in flight whatever the decoders are doing. */
+#define RT_AHEAD_THREADS 16
+#define RT_AHEAD_QUEUE 512 /* blobs waiting for a fetch-ahead thread; a hint beyond is dropped */
+/* ...and at most a quarter of the cache's bound in blobs this large (a large chunk's blob), so that
+ * a blob fetched ahead is still cached when its reader comes: a 16 GiB cache queues 512, one
+ * under 1 MiB none (every fetch then waits for its reader). */
+#define RT_AHEAD_BLOB (256u << 10)
 
 /* --- the cache directory ------------------------------------------------------------------ */
 
@@ -31,10 +41,13 @@ typedef struct centry {
 	struct centry *prev, *next, *chain;
 } centry;
 
-/* One fetch in progress; threads wanting the same blob wait for it and take a copy. */
+/* One fetch, queued ahead (!started) or in progress; threads wanting the same blob wait for a
+ * started one and take a copy, and take over one still queued rather than wait in line. */
 typedef struct flight {
 	uint8_t h[16];
-	int done, rc, refs;
+	int started, done, rc, refs;
+	int ahead;   /* started by a fetch-ahead thread */
+	int waiters; /* threads that waited for it: its fetcher copies rather than gives f->p away */
 	char msg[512];
 	void *p;
 	size_t n;
@@ -52,10 +65,17 @@ struct rt_tier {
 	size_t nbuckets, nentries;
 	centry *lru_head, *lru_tail;
 	uint64_t bytes;
-	flight *flights;
+	flight *flights[256]; /* by the first byte of the hash: up to RT_AHEAD_QUEUE are queued */
 	unsigned long tmp_seq;
 	rt_stats stats;
 	int changed; /* the catalog's watch fired since the last rt_wait_change (under mu; cv) */
+	flight *aq[RT_AHEAD_QUEUE]; /* fetch-ahead ring, each holding a reference to its flight */
+	size_t aq_head, aq_len;
+	pthread_cond_t aq_cv; /* the ring has work, or stop is set */
+	pthread_t ahead[RT_AHEAD_THREADS];
+	unsigned nahead; /* fetch-ahead threads running: started at the first hint */
+	size_t aq_max;   /* RT_AHEAD_QUEUE, or fewer for a small cache */
+	int stop;
 };
 
 static size_t bucket_of(const rt_tier *t, const uint8_t h[16])
@@ -337,19 +357,89 @@ static int copy_out(const void *src, size_t n, void **p, size_t *np, df_err *err
 	return 0;
 }
 
+static flight *flight_find(rt_tier *t, const uint8_t h[16])
+{
+	flight *f = t->flights[h[0]];
+	while (f && memcmp(f->h, h, 16))
+		f = f->next;
+	return f;
+}
+
+/* A new flight for h on t's list, holding one reference; called with mu. */
+static flight *flight_new(rt_tier *t, const uint8_t h[16])
+{
+	flight *f = calloc(1, sizeof *f);
+	if (!f)
+		return NULL;
+	memcpy(f->h, h, 16);
+	f->refs = 1;
+	f->next = t->flights[h[0]];
+	t->flights[h[0]] = f;
+	return f;
+}
+
+static void flight_unlink(rt_tier *t, flight *f)
+{
+	for (flight **pp = &t->flights[f->h[0]]; *pp; pp = &(*pp)->next)
+		if (*pp == f) {
+			*pp = f->next;
+			break;
+		}
+}
+
+/* Fetch f's blob (started by the caller, mu not held) into f->p, and tell its waiters. The cache
+ * is read once more first: another thread may have finished the same fetch between a reader's
+ * c_read and its registering f. The blob is checked against its hash before anyone sees it. */
+static void flight_run(rt_tier *t, flight *f)
+{
+	df_err e;
+	char oid[33];
+	int fetched = 0;
+	int rc = c_read(t, f->h, &f->p, &f->n);
+	if (rc == -ENOENT) {
+		fetched = 1;
+		rb_blob_oid(f->h, oid);
+		rc = t->be->ops->get(t->be, oid, &f->p, &f->n, &e);
+		if (rc == -ENOENT)
+			df_errf(&e, -EIO, "%s: object %s is missing from the remote (run "
+				"`deltafs push` on the host that has it)", t->be->url, oid);
+		else if (!rc && store_blob_check(f->h, f->p, f->n))
+			rc = df_errf(&e, -EIO, "%s: object %s fails its hash (damaged in the "
+				     "remote)", t->be->url, oid);
+		else if (!rc)
+			c_write(t, f->h, f->p, f->n);
+		if (rc)
+			rc = rc == -ENOMEM ? rc : -EIO;
+	} else if (rc) {
+		df_errf(&e, rc, "out of memory");
+	}
+	pthread_mutex_lock(&t->mu);
+	flight_unlink(t, f);
+	f->done = 1;
+	f->rc = rc;
+	if (rc) {
+		t->stats.failures++;
+	} else if (fetched) {
+		t->stats.fetches++;
+		t->stats.fetch_bytes += f->n;
+		t->stats.ahead += (uint64_t)f->ahead;
+	}
+	snprintf(f->msg, sizeof f->msg, "%s", rc ? e.msg : "");
+	pthread_cond_broadcast(&t->cv);
+	pthread_mutex_unlock(&t->mu);
+}
+
 static int rt_fetch(void *ud, const uint8_t h[16], void **p, size_t *n, df_err *err)
 {
 	rt_tier *t = ud;
-	char oid[33];
 	int rc = c_read(t, h, p, n);
 	if (rc != -ENOENT)
 		return rc ? df_errf(err, rc, "out of memory") : 0;
 	pthread_mutex_lock(&t->mu);
-	flight *f = t->flights;
-	while (f && memcmp(f->h, h, 16))
-		f = f->next;
-	if (f) { /* someone fetches it: wait, and share their result */
+	flight *f = flight_find(t, h);
+	if (f && f->started) { /* someone fetches it: wait, and share their result */
 		f->refs++;
+		f->waiters++;
 		t->stats.shared++;
 		while (!f->done)
 			pthread_cond_wait(&t->cv, &t->mu);
@@ -358,57 +448,75 @@ static int rt_fetch(void *ud, const uint8_t h[16], void **p, size_t *n, df_err *
 		pthread_mutex_unlock(&t->mu);
 		return rc;
 	}
-	if (!(f = calloc(1, sizeof *f))) {
+	if (f) /* queued ahead: fetch it now; the fetch-ahead thread that meets it skips it */
+		f->refs++;
+	else if (!(f = flight_new(t, h))) {
 		pthread_mutex_unlock(&t->mu);
 		return df_errf(err, -ENOMEM, "out of memory");
 	}
-	memcpy(f->h, h, 16);
-	f->refs = 1;
-	f->next = t->flights;
-	t->flights = f;
+	f->started = 1;
 	pthread_mutex_unlock(&t->mu);
-	/* Between c_read and registering, another thread may have finished the same fetch:
-	 * look once more so that it is not fetched twice. */
-	df_err e;
-	int fetched = 0;
-	rc = c_read(t, h, &f->p, &f->n);
-	if (rc == -ENOENT) {
-		fetched = 1;
-		rb_blob_oid(h, oid);
-		rc = t->be->ops->get(t->be, oid, &f->p, &f->n, &e);
-		if (rc == -ENOENT)
-			df_errf(&e, -EIO, "%s: object %s is missing from the remote (run "
-				"`deltafs push` on the host that has it)", t->be->url, oid);
-		else if (!rc && store_blob_check(h, f->p, f->n))
-			rc = df_errf(&e, -EIO, "%s: object %s fails its hash (damaged in the "
-				     "remote)", t->be->url, oid);
-		else if (!rc)
-			c_write(t, h, f->p, f->n);
-		if (rc)
-			rc = rc == -ENOMEM ? rc : -EIO;
-	} else if (rc) {
-		df_errf(&e, rc, "out of memory");
-	}
+	flight_run(t, f);
 	pthread_mutex_lock(&t->mu);
-	for (flight **pp = &t->flights; *pp; pp = &(*pp)->next)
-		if (*pp == f) {
-			*pp = f->next;
-			break;
-		}
-	f->done = 1;
-	f->rc = rc;
-	if (rc) {
-		t->stats.failures++;
-	} else if (fetched) {
-		t->stats.fetches++;
-		t->stats.fetch_bytes += f->n;
+	if (f->rc) {
+		rc = df_errf(err, f->rc, "%s", f->msg);
+	} else if (f->waiters) {
+		rc = copy_out(f->p, f->n, p, n, err);
+	} else { /* done and off the list: nobody else can want these bytes, so no copy */
+		*p = f->p;
+		*n = f->n;
+		f->p = NULL;
+		rc = 0;
 	}
-	snprintf(f->msg, sizeof f->msg, "%s", rc ? e.msg : "");
-	pthread_cond_broadcast(&t->cv);
-	rc = rc ? df_errf(err, rc, "%s", e.msg) : copy_out(f->p, f->n, p, n, err);
 	flight_put(f);
 	pthread_mutex_unlock(&t->mu);
 	return rc;
+}
+
+static void *ahead_worker(void *arg)
+{
+	rt_tier *t = arg;
+	pthread_mutex_lock(&t->mu);
+	for (;;) {
+		while (!t->aq_len && !t->stop)
+			pthread_cond_wait(&t->aq_cv, &t->mu);
+		if (!t->aq_len)
+			break;
+		flight *f = t->aq[t->aq_head];
+		t->aq_head = (t->aq_head + 1) % RT_AHEAD_QUEUE;
+		t->aq_len--;
+		if (!f->started && !t->stop) {
+			f->started = f->ahead = 1;
+			pthread_mutex_unlock(&t->mu);
+			flight_run(t, f);
+			pthread_mutex_lock(&t->mu);
+		} else if (!f->started) { /* closing: nobody waits for an unstarted flight */
+			flight_unlink(t, f);
+		}
+		flight_put(f);
+	}
+	pthread_mutex_unlock(&t->mu);
+	return NULL;
+}
+
+/* The store's fetch-ahead hook (store_blob_hint on a blob data.mdb lacks): queue blob h for the
+ * fetch-ahead threads, which start at the first hint, unless it is cached, in flight or queued
+ * already. A full queue drops the hint: the read that needs the blob fetches it. */
+static void rt_ahead(void *ud, const uint8_t h[16])
+{
+	rt_tier *t = ud;
+	pthread_mutex_lock(&t->mu);
+	if (!t->nahead && !t->stop && t->aq_max)
+		while (t->nahead < RT_AHEAD_THREADS &&
+		       !pthread_create(&t->ahead[t->nahead], NULL, ahead_worker, t))
+			t->nahead++;
+	flight *f;
+	if (t->nahead && !t->stop && t->aq_len < t->aq_max && !c_find(t, h) &&
+	    !flight_find(t, h) && (f = flight_new(t, h))) {
+		t->aq[(t->aq_head + t->aq_len++) % RT_AHEAD_QUEUE] = f;
+		pthread_cond_signal(&t->aq_cv);
+	}
+	pthread_mutex_unlock(&t->mu);
 }
 
 /* --- configuration and opening ------------------------------------------------------------ */
@@ -522,9 +630,12 @@ int rt_open(store *s, uint64_t cache_bytes, rt_tier **out, df_err *err)
 	}
 	t->st = s;
 	t->cap = cache_bytes ? cache_bytes : RT_CACHE_DEFAULT;
+	t->aq_max = t->cap / 4 / RT_AHEAD_BLOB < RT_AHEAD_QUEUE ? (size_t)(t->cap / 4 / RT_AHEAD_BLOB)
+								 : RT_AHEAD_QUEUE;
 	t->nbuckets = 1024;
 	pthread_mutex_init(&t->mu, NULL);
 	pthread_cond_init(&t->cv, NULL);
+	pthread_cond_init(&t->aq_cv, NULL);
 	snprintf(t->dir, sizeof t->dir, "%s/cache", store_path(s));
 	/* A user who may read the store but not write its directory (verify, export) still reads
 	 * through the remote, without a cache: c_write's failures only cost fetches. */
@@ -539,7 +650,7 @@ int rt_open(store *s, uint64_t cache_bytes, rt_tier **out, df_err *err)
 		rt_close(t);
 		return rc;
 	}
-	store_set_fetch(s, rt_fetch, t);
+	store_set_fetch(s, rt_fetch, rt_ahead, t);
 	*out = t;
 	return 0;
 }
@@ -548,8 +659,15 @@ void rt_close(rt_tier *t)
 {
 	if (!t)
 		return;
+	/* A fetch-ahead thread ends once its fetch does (within the remote's timeout). */
+	pthread_mutex_lock(&t->mu);
+	t->stop = 1;
+	pthread_cond_broadcast(&t->aq_cv);
+	pthread_mutex_unlock(&t->mu);
+	for (unsigned i = 0; i < t->nahead; i++)
+		pthread_join(t->ahead[i], NULL);
 	if (t->st)
-		store_set_fetch(t->st, NULL, NULL);
+		store_set_fetch(t->st, NULL, NULL, NULL);
 	for (size_t i = 0; t->buckets && i < t->nbuckets; i++)
 		for (centry *e = t->buckets[i], *nx; e; e = nx) {
 			nx = e->chain;
@@ -559,6 +677,7 @@ void rt_close(rt_tier *t)
 	rb_close(t->be);
 	pthread_mutex_destroy(&t->mu);
 	pthread_cond_destroy(&t->cv);
+	pthread_cond_destroy(&t->aq_cv);
 	free(t);
 }
 

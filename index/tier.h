@@ -18,7 +18,11 @@
  *
  * A fetch (the store's fetch hook, store_set_fetch) looks in the cache, else reads the object from
  * the remote, checks it against its hash (a damaged object gives -EIO, never bytes), stores it in
- * the cache and returns a copy. Threads asking for one blob at once share one fetch.
+ * the cache and returns it. Threads asking for one blob at once share one fetch. A blob a reader
+ * will want soon (store_blob_hint: the mount's prefetch window) is fetched ahead, up to 16 at once,
+ * by threads that do nothing else, so a sequential reader keeps that many requests in flight while
+ * the mount's threads decode; a reader that wants a blob still waiting in that queue fetches it
+ * itself.
  */
 #ifndef DELTAFS_INDEX_TIER_H
 #define DELTAFS_INDEX_TIER_H
@@ -50,6 +54,7 @@ rb_backend *rt_backend(rt_tier *t);
 
 typedef struct rt_stats {
 	uint64_t fetches, fetch_bytes; /* objects read from the remote */
+	uint64_t ahead;                /* fetches started ahead of their reader (store_blob_hint) */
 	uint64_t shared;               /* reads that waited for another thread's fetch */
 	uint64_t hits;                 /* blobs found in STORE/cache */
 	uint64_t evictions;            /* blobs removed from STORE/cache to keep its bound */

@@ -133,7 +133,7 @@ def remote_stats(log):
     words = line.split("remote: ", 1)[1].replace("(", "").replace(")", "").replace(",", "").split()
     out = {}
     for i, w in enumerate(words):
-        if w.isdigit() and i + 1 < len(words) and words[i + 1] in ("fetches", "evictions",
+        if w.isdigit() and i + 1 < len(words) and words[i + 1] in ("fetches", "evictions", "ahead",
                                                                  "failed", "shared", "cache"):
             out[words[i + 1]] = int(w)
     return out
@@ -209,7 +209,7 @@ def scenarios(w, cl, src):
     assert "0 problems" in out, out
 
     # Eight readers of one file on a fresh clone: no blob fetched twice (each fetched blob
-    # is one file in the cache, nothing evicted). Then a cache bounded at 512 KiB: blobs are
+    # is one file in the cache, nothing evicted), most of them fetched ahead. Then a cache bounded at 512 KiB: blobs are
     # evicted, the directory stays within the bound (plus the blob just fetched), reads right.
     h, mh = os.path.join(w, "h"), os.path.join(w, "mh")
     fu.run(fu.DELTAFS, "clone", url, h)
@@ -227,6 +227,7 @@ def scenarios(w, cl, src):
     cached = os.listdir(os.path.join(h, "cache"))
     print("8 readers:", stats, len(cached), "blobs cached")
     assert stats["fetches"] == len(cached) and not stats["evictions"], (stats, len(cached))
+    assert stats["ahead"] > stats["fetches"] // 2, stats
     for f in cached:
         os.unlink(os.path.join(h, "cache", f))
     old_tmp, new_tmp = (os.path.join(h, "cache", f".tmp.999.{i}") for i in (1, 2))
