@@ -951,9 +951,10 @@ static void bases_first(manifest **ms, size_t n)
 /* A push must not replace, in passing, a checkpoint another host published since this store last
  * pulled it: of ms, those not named explicitly must be absent from the catalog or published there
  * as they are here. (Between this check and the publish another host may still publish one; the
- * later publish wins, as for two pushes of the same name.) */
+ * later publish wins, as for two pushes of the same name.) same[i] is set where the catalog
+ * publishes ms[i] as it is here: nothing to send for it. */
 static int check_versions(rt_tier *t, manifest **ms, size_t nms, const char *const *named,
-			  size_t nnamed, df_err *err)
+			  size_t nnamed, char *same, df_err *err)
 {
 	rb_entry *e;
 	size_t n;
@@ -966,7 +967,7 @@ static int check_versions(rt_tier *t, manifest **ms, size_t nms, const char *con
 			k++;
 		while (j < n && strcmp(e[j].name, ms[i]->name))
 			j++;
-		if (k < nnamed || j == n)
+		if (j == n)
 			continue;
 		uint8_t *buf;
 		size_t len;
@@ -976,7 +977,8 @@ static int check_versions(rt_tier *t, manifest **ms, size_t nms, const char *con
 			break;
 		}
 		free(buf);
-		if (strcmp(oid, e[j].oid))
+		same[i] = !strcmp(oid, e[j].oid);
+		if (!same[i] && k == nnamed)
 			rc = df_errf(err, -EEXIST, "%s: checkpoint \"%s\" is published there in another "
 				     "version than this store's: `deltafs pull` first, or push \"%s\" by "
 				     "name to replace it", t->be->url, ms[i]->name, ms[i]->name);
@@ -995,6 +997,8 @@ int rt_push(store *s, rt_tier *t, const char *const *names, size_t n, unsigned t
 	size_t nall = 0;
 	blob_ref *v = NULL;
 	rb_entry *pub = NULL;
+	size_t npub = 0;
+	char *same = NULL;
 	const char *const *named = names;
 	size_t nnamed = n;
 	memset(st, 0, sizeof *st);
@@ -1009,8 +1013,10 @@ int rt_push(store *s, rt_tier *t, const char *const *names, size_t n, unsigned t
 		rc = want_ckpt(s, txn, names[i], &ms, &nms, err);
 	store_txn_end(s, txn);
 	bases_first(ms, nms);
+	if (!rc && !(same = calloc(nms ? nms : 1, 1)))
+		rc = df_errf(err, -ENOMEM, "out of memory");
 	if (!rc)
-		rc = check_versions(t, ms, nms, named, nnamed, err);
+		rc = check_versions(t, ms, nms, named, nnamed, same, err);
 	store_names_free(all, nall);
 	for (size_t i = 0; !rc && i < nms; i++)
 		if (add_blobs(ms[i], &v, &nb, &cap))
@@ -1025,14 +1031,19 @@ int rt_push(store *s, rt_tier *t, const char *const *names, size_t n, unsigned t
 		st->blobs_had = p.had;
 		st->bytes_had = p.had_bytes;
 	}
-	/* Manifests, once every blob they name is durable; then one catalog update for all (on S3,
-	 * one entry after the other, bases first). */
+	/* Manifests, once every blob they name is durable; then one catalog update for all that the
+	 * catalog does not publish as they are (on S3, one entry after the other, bases first). A
+	 * published manifest needs no touch: remote gc keeps what the catalog names. */
 	if (!rc && !(pub = calloc(nms ? nms : 1, sizeof *pub)))
 		rc = df_errf(err, -ENOMEM, "out of memory");
 	for (size_t i = 0; !rc && i < nms; i++) {
 		uint8_t *buf;
 		size_t len;
 		char oid[36];
+		if (same[i]) {
+			st->unchanged++;
+			continue;
+		}
 		if (mf_object(ms[i], &buf, &len, oid)) {
 			rc = df_errf(err, -ENOMEM, "out of memory");
 			break;
@@ -1043,18 +1054,19 @@ int rt_push(store *s, rt_tier *t, const char *const *names, size_t n, unsigned t
 			st->manifests_sent++;
 		else if (rc == -EEXIST) /* pushed before; unpublished since, maybe: keep gc off it */
 			rc = t->be->ops->touch(t->be, oid, err);
-		pub[i].name = ms[i]->name;
-		if (!rc && !(pub[i].oid = strdup(oid)))
+		pub[npub].name = ms[i]->name;
+		if (!rc && !(pub[npub++].oid = strdup(oid)))
 			rc = df_errf(err, -ENOMEM, "out of memory");
 	}
-	if (!rc && nms && !(rc = t->be->ops->publish(t->be, pub, nms, err))) {
+	if (!rc && npub && !(rc = t->be->ops->publish(t->be, pub, npub, err))) {
 		df_err ne;
-		st->ckpts = nms;
+		st->ckpts = npub;
 		t->be->ops->notify(t->be, &ne); /* a courtesy: watchers poll as well */
 	}
-	for (size_t i = 0; pub && i < nms; i++)
+	for (size_t i = 0; i < npub; i++)
 		free(pub[i].oid);
 	free(pub);
+	free(same);
 	for (size_t i = 0; i < nms; i++)
 		mf_free(ms[i]);
 	free(ms);

@@ -68,7 +68,8 @@ void rt_get_stats(rt_tier *t, rt_stats *out);
 typedef void (*rt_progress_fn)(void *ud, uint64_t done, uint64_t total);
 
 typedef struct rt_push_stats {
-	uint64_t ckpts;      /* checkpoints published (the named ones and their bases) */
+	uint64_t ckpts;      /* checkpoints published now (of the named ones and their bases) */
+	uint64_t unchanged;  /* ...and those the catalog published as they are already */
 	uint64_t blobs_sent, bytes_sent; /* blobs the remote lacked, written now */
 	uint64_t blobs_had, bytes_had;   /* blobs the remote had already */
 	uint64_t manifests_sent;

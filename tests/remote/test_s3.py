@@ -163,6 +163,7 @@ def scenarios(w, rgw, src):
     assert "2 checkpoints published" in out and " 0 already there" in out, out
     out = run(fu.DELTAFS, "push", a).stdout
     assert " 0 blobs sent" in out and "0 manifests" in out, out
+    assert "nothing new to publish: 2 already published as they are" in out, out
     b, mb = os.path.join(w, "b"), os.path.join(w, "mb")
     out = run(fu.DELTAFS, "clone", url, b, *ep, env=keys_env).stdout
     assert "2 checkpoints added" in out, out
