@@ -6,6 +6,7 @@ simulated as two stores with their own caches on one pool:
 - host A adds the charlm pair and pushes; host B clones (manifests only) and reads both files
   through its mount byte-identical, fetching blobs on demand; B's verify passes; a second push
   sends nothing;
+- `deltafs-add --base` on a fresh clone reads the base's blobs from the remote;
 - eight readers of one file on a fresh clone fetch no blob twice; a cache bounded at 512 KiB
   evicts and stays within its bound;
 - four stores push different checkpoints into one catalog at the same moment: all are published;
@@ -208,6 +209,16 @@ def scenarios(w, cl, src):
     os.rename(os.path.join(full, "remote"), os.path.join(full, "remote.off"))
     out = fu.run(fu.DELTAFS, "verify", full).stdout  # every blob local now: no remote used
     assert "0 problems" in out, out
+
+    # A fine-tune added on a fresh clone against its base, whose blobs only the remote holds:
+    # the ingest reads them through the cache, as a mount does.
+    f = os.path.join(w, "f")
+    fu.run(fu.DELTAFS, "clone", url, f)
+    fu.add(f, "qa3", qa_src, "--base", "base")
+    assert os.listdir(os.path.join(f, "cache")), "the base's blobs came from nowhere"
+    ex3 = os.path.join(w, "export3")
+    fu.run(fu.DELTAFS, "export", f, "qa3", ex3)
+    assert fu.sha256(os.path.join(ex3, "finetuned_qa.safetensors")) == fu.sha256(qa_src)
 
     # Eight readers of one file on a fresh clone: no blob fetched twice (each fetched blob
     # is one file in the cache, nothing evicted), most of them fetched ahead. Then a cache bounded at 512 KiB: blobs are
