@@ -404,19 +404,36 @@ static int r_publish(rb_backend *b, const rb_entry *e, size_t n, df_err *err)
 	return rc;
 }
 
-static int r_unpublish(rb_backend *b, const char *const *names, size_t n, df_err *err)
+/* One write op: each key's value compared with the manifest seen (the OSD cancels the whole op
+ * on a mismatch, or on a key gone meanwhile), then the keys removed. */
+static int r_unpublish(rb_backend *b, const rb_entry *e, size_t n, df_err *err)
 {
 	rados_be *r = (rados_be *)b;
 	rados_ioctx_t io;
 	rados_write_op_t op;
-	int rc = write_op(r, &io, &op, err);
-	if (rc)
+	const char **names = calloc(n ? n : 1, sizeof *names);
+	int *cmp = calloc(n ? n : 1, sizeof *cmp);
+	int rc = names && cmp ? write_op(r, &io, &op, err) : df_errf(err, -ENOMEM, "out of memory");
+	if (rc) {
+		free(names);
+		free(cmp);
 		return rc;
+	}
+	for (size_t i = 0; i < n; i++) {
+		names[i] = e[i].name;
+		rados_write_op_omap_cmp(op, e[i].name, LIBRADOS_CMPXATTR_OP_EQ, e[i].oid,
+					strlen(e[i].oid), &cmp[i]);
+	}
 	rados_write_op_omap_rm_keys(op, names, n);
 	rc = rados_write_op_operate(op, io, RB_CATALOG, NULL, 0);
 	rados_release_write_op(op);
+	free(names);
+	free(cmp);
 	if (rc == -ENOENT)
 		return 0;
+	if (rc == -ECANCELED)
+		return df_errf(err, rc, "%s: the catalog changed meanwhile (published again by another "
+			       "host?): nothing removed", r->base.url);
 	return rc ? rerr(r, err, rc, "cannot update the catalog", RB_CATALOG) : 0;
 }
 

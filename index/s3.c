@@ -882,18 +882,27 @@ static int s_publish(rb_backend *b, const rb_entry *e, size_t n, df_err *err)
 	return rc;
 }
 
-static int s_unpublish(rb_backend *b, const char *const *names, size_t n, df_err *err)
+/* Only the name's keys that carry the manifest seen are deleted: a key another host published
+ * since, with another manifest, is not (it wins over any older key, and stays the name's entry).
+ * One it published with the same manifest goes too: the version asked to be removed. */
+static int s_unpublish(rb_backend *b, const rb_entry *e, size_t n, df_err *err)
 {
 	s3_be *s = (s3_be *)b;
-	int rc = 0;
+	int rc = 0, kept = 0;
 	for (size_t i = 0; !rc && i < n; i++) {
 		ckeys c;
-		if ((rc = read_ckeys(s, names[i], &c, err)))
+		if ((rc = read_ckeys(s, e[i].name, &c, err)))
 			break;
 		for (size_t j = 0; !rc && j < c.n; j++)
-			rc = delete_key(s, c.v[j].key, err);
+			if (strcmp(c.v[j].oid, e[i].oid))
+				kept = 1;
+			else
+				rc = delete_key(s, c.v[j].key, err);
 		ckeys_free(&c);
 	}
+	if (!rc && kept)
+		rc = df_errf(err, -ECANCELED, "%s: the catalog changed meanwhile (published again by "
+			     "another host?): the new version stays", b->url);
 	return rc;
 }
 

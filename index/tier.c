@@ -1389,26 +1389,27 @@ int rt_unpublish(rt_tier *t, const char *name, df_err *err)
 {
 	rb_entry *e;
 	manifest **ms;
-	size_t n, found = 0;
+	size_t n, at = SIZE_MAX;
 	char users[512] = "";
 	int nusers = 0;
 	int rc = catalog_manifests(t, &e, &n, &ms, err);
 	if (rc)
 		return rc;
 	for (size_t i = 0; i < n; i++) {
-		found |= !strcmp(e[i].name, name);
+		if (!strcmp(e[i].name, name))
+			at = i;
 		if (!strcmp(ms[i]->base, name)) {
 			size_t l = strlen(users);
 			snprintf(users + l, sizeof users - l, "%s%s", nusers++ ? ", " : "", e[i].name);
 		}
 	}
-	if (!found)
+	if (at == SIZE_MAX)
 		rc = df_errf(err, -ENOENT, "%s: no published checkpoint named \"%s\"", t->be->url,
 			     name);
 	else if (nusers)
 		rc = df_errf(err, -EBUSY, "%s: \"%s\" is the published base of %s: remove %s first",
 			     t->be->url, name, users, nusers > 1 ? "them" : "it");
-	else if (!(rc = t->be->ops->unpublish(t->be, &name, 1, err))) {
+	else if (!(rc = t->be->ops->unpublish(t->be, &e[at], 1, err))) {
 		df_err ne;
 		t->be->ops->notify(t->be, &ne);
 	}

@@ -13,6 +13,7 @@ simulated as two stores with their own caches on one pool:
   a stale store cannot replace a published checkpoint in passing (as a base), only by name;
 - remote gc removes what no published checkpoint names once older than the grace period, keeps
   young objects (a push in flight) and everything published; unpublishing a base is refused;
+  unpublishing a name that another host published again since it was read keeps the new version;
 - a checkpoint pushed while B is mounted appears in B's mount within seconds while
   `deltafs pull --every 300` runs (RADOS watch/notify on the catalog);
 - a flipped byte in a blob object: reads that need it fail with EIO, with a log line naming the
@@ -307,6 +308,7 @@ def scenarios(w, cl, src):
     rados("-N", "gc", "put", stray, "-", data=b"in flight")
     before = set(rados("-N", "gc", "ls").decode().split())
     fu.run(fu.DELTAFS, "rm", ga, "qa", "--remote")
+    print(fu.run(os.path.join(fu.BUILD, "tests", "remote", "rb_race"), f"rados:{POOL}/race").stdout)
     out = fu.run(fu.DELTAFS, "gc", ga, "--remote", "--grace", "3600").stdout
     assert "removed 0 objects" in out, out
     assert set(rados("-N", "gc", "ls").decode().split()) == before
