@@ -22,9 +22,9 @@
 #define RT_MANIFEST_PREFIX "m."
 #define RT_TMP_AGE 3600 /* a cache file being written is renamed within seconds; older: debris */
 /* Fetch-ahead (rt_ahead): a sequential reader's window is a few hundred blobs, each one round trip
- * that costs more than its bytes (~45 ms a GET on radosgw before on_header's fix, ~1 ms on RADOS
- * over loopback), so threads waiting on the network, apart from the mount's decode threads, keep
- * that many requests in flight whatever the decoders are doing. */
+ * that costs more than its bytes (~1 ms on RADOS or radosgw over loopback, ~45 ms on radosgw
+ * before s3.c's on_header), so threads that only wait on the network, apart from the mount's
+ * decode threads, keep many requests in flight whatever the decoders are doing. */
 #define RT_AHEAD_THREADS 16
 #define RT_AHEAD_QUEUE 512 /* blobs waiting for a fetch-ahead thread; a hint beyond is dropped */
 /* ...and at most a quarter of the cache's bound in blobs this large (a large chunk's blob), so that
