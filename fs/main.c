@@ -324,9 +324,10 @@ static int serve(struct cli *c, struct fuse_args *args, int status_fd)
 	if (tier) {
 		rt_stats ts;
 		rt_get_stats(tier, &ts);
-		fs_log(LOG_INFO, "remote: %llu fetches (%llu bytes), %llu shared with another reader, "
-		       "%llu cache hits, %llu evictions, %llu failed", (unsigned long long)ts.fetches,
-		       (unsigned long long)ts.fetch_bytes, (unsigned long long)ts.shared,
+		fs_log(LOG_INFO, "remote: %llu fetches (%llu bytes, %llu ahead of their reader), %llu "
+		       "shared with another reader, %llu cache hits, %llu evictions, %llu failed",
+		       (unsigned long long)ts.fetches, (unsigned long long)ts.fetch_bytes,
+		       (unsigned long long)ts.ahead, (unsigned long long)ts.shared,
 		       (unsigned long long)ts.hits, (unsigned long long)ts.evictions,
 		       (unsigned long long)ts.failures);
 	}

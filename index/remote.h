@@ -76,8 +76,12 @@ typedef struct rb_ops {
 	 * moment, are kept. RADOS: one atomic update. S3: entry by entry in the order given (callers
 	 * put bases before their fine-tunes), each atomic, the batch not. */
 	int (*publish)(rb_backend *b, const rb_entry *e, size_t n, df_err *err);
-	/* Delete the named catalog entries (absent names are ignored); atomic on RADOS. */
-	int (*unpublish)(rb_backend *b, const char *const *names, size_t n, df_err *err);
+	/* Delete catalog entries e[0..n) where they still name e[i].oid, the version the caller
+	 * read: a name that another host published again in another version since then stays
+	 * (-ECANCELED; RADOS: nothing deleted, the update is one atomic op; S3: entries already
+	 * removed stay removed), so that removing a name never undoes a publish it did not see.
+	 * Names absent by now are ignored. */
+	int (*unpublish)(rb_backend *b, const rb_entry *e, size_t n, df_err *err);
 	/* Call fn(ud), from a librados thread, whenever notify is called on the catalog (another host
 	 * published) or the watch is lost (the cluster went away: call watch again later). Returns 0
 	 * at once if the watch is already in place; -ENOENT while nothing is published; -ENOTSUP

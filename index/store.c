@@ -39,6 +39,7 @@ struct store {
 	int random; /* STORE_RANDOM */
 	int lock_fd; /* ingest.lock, -1 until first needed */
 	store_fetch_fn fetch; /* blobs absent from data.mdb (a clone), or NULL */
+	store_ahead_fn ahead; /* ...and where hints of those go, or NULL */
 	void *fetch_ud;
 	pthread_rwlock_t txlock;
 };
@@ -274,9 +275,10 @@ void store_hash(const void *p, size_t n, uint8_t out[16])
 	memcpy(out, c.digest, 16);
 }
 
-void store_set_fetch(store *s, store_fetch_fn fn, void *ud)
+void store_set_fetch(store *s, store_fetch_fn fn, store_ahead_fn ahead, void *ud)
 {
 	s->fetch = fn;
+	s->ahead = ahead;
 	s->fetch_ud = ud;
 }
 
@@ -329,6 +331,8 @@ void store_blob_hint(store *s, MDB_txn *txn, const uint8_t hash[16])
 	MDB_val k = {16, (void *)hash}, d;
 	if (!mdb_get(txn, s->dbi[DB_BLOBS], &k, &d))
 		blob_hint(&d);
+	else if (s->ahead)
+		s->ahead(s->fetch_ud, hash);
 }
 
 int store_ckpt_get(store *s, MDB_txn *txn, const char *name, manifest **out, df_err *err)

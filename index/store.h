@@ -68,15 +68,19 @@ int store_blob_get(store *s, MDB_txn *txn, const uint8_t hash[16], const void **
 
 /* Ask the kernel to start reading blob hash's pages (madvise MADV_WILLNEED), so that a decode
  * later finds them in memory: the mount calls it for the chunks it is about to prefetch, whose
- * reads then overlap. Harmless when the pages are cached already; absent blobs are ignored. */
+ * reads then overlap. Harmless when the pages are cached already; a blob data.mdb lacks goes to
+ * the fetch-ahead hook (store_set_fetch), if any, else is ignored. */
 void store_blob_hint(store *s, MDB_txn *txn, const uint8_t hash[16]);
 
 /* Where blobs absent from data.mdb come from: a store cloned from a remote (index/tier.h) holds its
  * manifests but fetches blobs on demand. fetch(ud, hash, ...) returns a malloc'd copy of the blob
  * (the caller frees it) already checked against hash, or a negative errno with err filled; it must
- * be callable from several threads at once. Set it once, before the store is shared. */
+ * be callable from several threads at once. ahead(ud, hash), which may be NULL, hears of a blob
+ * that a reader will want soon (store_blob_hint), so that its fetch can start now; it must not
+ * wait on the fetch. Set them once, before the store is shared. */
 typedef int (*store_fetch_fn)(void *ud, const uint8_t hash[16], void **p, size_t *n, df_err *err);
-void store_set_fetch(store *s, store_fetch_fn fn, void *ud);
+typedef void (*store_ahead_fn)(void *ud, const uint8_t hash[16]);
+void store_set_fetch(store *s, store_fetch_fn fn, store_ahead_fn ahead, void *ud);
 int store_has_fetch(const store *s);
 
 /* A blob store_blob_get did not find, from the fetch hook: 0 with a malloc'd *p (caller frees),

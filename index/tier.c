@@ -21,6 +21,16 @@
 
 #define RT_MANIFEST_PREFIX "m."
 #define RT_TMP_AGE 3600 /* a cache file being written is renamed within seconds; older: debris */
+/* Fetch-ahead (rt_ahead): a sequential reader's window is a few hundred blobs, each one round trip
+ * that costs more than its bytes (~1 ms on RADOS or radosgw over loopback, ~45 ms on radosgw
+ * before s3.c's on_header), so threads that only wait on the network, apart from the mount's
+ * decode threads, keep many requests in flight whatever the decoders are doing. */
+#define RT_AHEAD_THREADS 16
+#define RT_AHEAD_QUEUE 512 /* blobs waiting for a fetch-ahead thread; a hint beyond is dropped */
+/* ...and at most a quarter of the cache's bound in blobs this large (a large chunk's blob), so that
+ * a blob fetched ahead is still cached when its reader comes: a 16 GiB cache queues 512, one
+ * under 1 MiB none (every fetch then waits for its reader). */
+#define RT_AHEAD_BLOB (256u << 10)
 
 /* --- the cache directory ------------------------------------------------------------------ */
 
@@ -31,10 +41,13 @@ typedef struct centry {
 	struct centry *prev, *next, *chain;
 } centry;
 
-/* One fetch in progress; threads wanting the same blob wait for it and take a copy. */
+/* One fetch, queued ahead (!started) or in progress; threads wanting the same blob wait for a
+ * started one and take a copy, and take over one still queued rather than wait in line. */
 typedef struct flight {
 	uint8_t h[16];
-	int done, rc, refs;
+	int started, done, rc, refs;
+	int ahead;   /* started by a fetch-ahead thread */
+	int waiters; /* threads that waited for it: its fetcher copies rather than gives f->p away */
 	char msg[512];
 	void *p;
 	size_t n;
@@ -52,10 +65,17 @@ struct rt_tier {
 	size_t nbuckets, nentries;
 	centry *lru_head, *lru_tail;
 	uint64_t bytes;
-	flight *flights;
+	flight *flights[256]; /* by the first byte of the hash: up to RT_AHEAD_QUEUE are queued */
 	unsigned long tmp_seq;
 	rt_stats stats;
 	int changed; /* the catalog's watch fired since the last rt_wait_change (under mu; cv) */
+	flight *aq[RT_AHEAD_QUEUE]; /* fetch-ahead ring, each holding a reference to its flight */
+	size_t aq_head, aq_len;
+	pthread_cond_t aq_cv; /* the ring has work, or stop is set */
+	pthread_t ahead[RT_AHEAD_THREADS];
+	unsigned nahead; /* fetch-ahead threads running: started at the first hint */
+	size_t aq_max;   /* RT_AHEAD_QUEUE, or fewer for a small cache */
+	int stop;
 };
 
 static size_t bucket_of(const rt_tier *t, const uint8_t h[16])
@@ -337,19 +357,89 @@ static int copy_out(const void *src, size_t n, void **p, size_t *np, df_err *err
 	return 0;
 }
 
+static flight *flight_find(rt_tier *t, const uint8_t h[16])
+{
+	flight *f = t->flights[h[0]];
+	while (f && memcmp(f->h, h, 16))
+		f = f->next;
+	return f;
+}
+
+/* A new flight for h on t's list, holding one reference; called with mu. */
+static flight *flight_new(rt_tier *t, const uint8_t h[16])
+{
+	flight *f = calloc(1, sizeof *f);
+	if (!f)
+		return NULL;
+	memcpy(f->h, h, 16);
+	f->refs = 1;
+	f->next = t->flights[h[0]];
+	t->flights[h[0]] = f;
+	return f;
+}
+
+static void flight_unlink(rt_tier *t, flight *f)
+{
+	for (flight **pp = &t->flights[f->h[0]]; *pp; pp = &(*pp)->next)
+		if (*pp == f) {
+			*pp = f->next;
+			break;
+		}
+}
+
+/* Fetch f's blob (started by the caller, mu not held) into f->p, and tell its waiters. The cache
+ * is read once more first: another thread may have finished the same fetch between a reader's
+ * c_read and its registering f. The blob is checked against its hash before anyone sees it. */
+static void flight_run(rt_tier *t, flight *f)
+{
+	df_err e;
+	char oid[33];
+	int fetched = 0;
+	int rc = c_read(t, f->h, &f->p, &f->n);
+	if (rc == -ENOENT) {
+		fetched = 1;
+		rb_blob_oid(f->h, oid);
+		rc = t->be->ops->get(t->be, oid, &f->p, &f->n, &e);
+		if (rc == -ENOENT)
+			df_errf(&e, -EIO, "%s: object %s is missing from the remote (run "
+				"`deltafs push` on the host that has it)", t->be->url, oid);
+		else if (!rc && store_blob_check(f->h, f->p, f->n))
+			rc = df_errf(&e, -EIO, "%s: object %s fails its hash (damaged in the "
+				     "remote)", t->be->url, oid);
+		else if (!rc)
+			c_write(t, f->h, f->p, f->n);
+		if (rc)
+			rc = rc == -ENOMEM ? rc : -EIO;
+	} else if (rc) {
+		df_errf(&e, rc, "out of memory");
+	}
+	pthread_mutex_lock(&t->mu);
+	flight_unlink(t, f);
+	f->done = 1;
+	f->rc = rc;
+	if (rc) {
+		t->stats.failures++;
+	} else if (fetched) {
+		t->stats.fetches++;
+		t->stats.fetch_bytes += f->n;
+		t->stats.ahead += (uint64_t)f->ahead;
+	}
+	snprintf(f->msg, sizeof f->msg, "%s", rc ? e.msg : "");
+	pthread_cond_broadcast(&t->cv);
+	pthread_mutex_unlock(&t->mu);
+}
+
 static int rt_fetch(void *ud, const uint8_t h[16], void **p, size_t *n, df_err *err)
 {
 	rt_tier *t = ud;
-	char oid[33];
 	int rc = c_read(t, h, p, n);
 	if (rc != -ENOENT)
 		return rc ? df_errf(err, rc, "out of memory") : 0;
 	pthread_mutex_lock(&t->mu);
-	flight *f = t->flights;
-	while (f && memcmp(f->h, h, 16))
-		f = f->next;
-	if (f) { /* someone fetches it: wait, and share their result */
+	flight *f = flight_find(t, h);
+	if (f && f->started) { /* someone fetches it: wait, and share their result */
 		f->refs++;
+		f->waiters++;
 		t->stats.shared++;
 		while (!f->done)
 			pthread_cond_wait(&t->cv, &t->mu);
@@ -358,57 +448,75 @@ static int rt_fetch(void *ud, const uint8_t h[16], void **p, size_t *n, df_err *
 		pthread_mutex_unlock(&t->mu);
 		return rc;
 	}
-	if (!(f = calloc(1, sizeof *f))) {
+	if (f) /* queued ahead: fetch it now; the fetch-ahead thread that meets it skips it */
+		f->refs++;
+	else if (!(f = flight_new(t, h))) {
 		pthread_mutex_unlock(&t->mu);
 		return df_errf(err, -ENOMEM, "out of memory");
 	}
-	memcpy(f->h, h, 16);
-	f->refs = 1;
-	f->next = t->flights;
-	t->flights = f;
+	f->started = 1;
 	pthread_mutex_unlock(&t->mu);
-	/* Between c_read and registering, another thread may have finished the same fetch:
-	 * look once more so that it is not fetched twice. */
-	df_err e;
-	int fetched = 0;
-	rc = c_read(t, h, &f->p, &f->n);
-	if (rc == -ENOENT) {
-		fetched = 1;
-		rb_blob_oid(h, oid);
-		rc = t->be->ops->get(t->be, oid, &f->p, &f->n, &e);
-		if (rc == -ENOENT)
-			df_errf(&e, -EIO, "%s: object %s is missing from the remote (run "
-				"`deltafs push` on the host that has it)", t->be->url, oid);
-		else if (!rc && store_blob_check(h, f->p, f->n))
-			rc = df_errf(&e, -EIO, "%s: object %s fails its hash (damaged in the "
-				     "remote)", t->be->url, oid);
-		else if (!rc)
-			c_write(t, h, f->p, f->n);
-		if (rc)
-			rc = rc == -ENOMEM ? rc : -EIO;
-	} else if (rc) {
-		df_errf(&e, rc, "out of memory");
-	}
+	flight_run(t, f);
 	pthread_mutex_lock(&t->mu);
-	for (flight **pp = &t->flights; *pp; pp = &(*pp)->next)
-		if (*pp == f) {
-			*pp = f->next;
-			break;
-		}
-	f->done = 1;
-	f->rc = rc;
-	if (rc) {
-		t->stats.failures++;
-	} else if (fetched) {
-		t->stats.fetches++;
-		t->stats.fetch_bytes += f->n;
+	if (f->rc) {
+		rc = df_errf(err, f->rc, "%s", f->msg);
+	} else if (f->waiters) {
+		rc = copy_out(f->p, f->n, p, n, err);
+	} else { /* done and off the list: nobody else can want these bytes, so no copy */
+		*p = f->p;
+		*n = f->n;
+		f->p = NULL;
+		rc = 0;
 	}
-	snprintf(f->msg, sizeof f->msg, "%s", rc ? e.msg : "");
-	pthread_cond_broadcast(&t->cv);
-	rc = rc ? df_errf(err, rc, "%s", e.msg) : copy_out(f->p, f->n, p, n, err);
 	flight_put(f);
 	pthread_mutex_unlock(&t->mu);
 	return rc;
+}
+
+static void *ahead_worker(void *arg)
+{
+	rt_tier *t = arg;
+	pthread_mutex_lock(&t->mu);
+	for (;;) {
+		while (!t->aq_len && !t->stop)
+			pthread_cond_wait(&t->aq_cv, &t->mu);
+		if (!t->aq_len)
+			break;
+		flight *f = t->aq[t->aq_head];
+		t->aq_head = (t->aq_head + 1) % RT_AHEAD_QUEUE;
+		t->aq_len--;
+		if (!f->started && !t->stop) {
+			f->started = f->ahead = 1;
+			pthread_mutex_unlock(&t->mu);
+			flight_run(t, f);
+			pthread_mutex_lock(&t->mu);
+		} else if (!f->started) { /* closing: nobody waits for an unstarted flight */
+			flight_unlink(t, f);
+		}
+		flight_put(f);
+	}
+	pthread_mutex_unlock(&t->mu);
+	return NULL;
+}
+
+/* The store's fetch-ahead hook (store_blob_hint on a blob data.mdb lacks): queue blob h for the
+ * fetch-ahead threads, which start at the first hint, unless it is cached, in flight or queued
+ * already. A full queue drops the hint: the read that needs the blob fetches it. */
+static void rt_ahead(void *ud, const uint8_t h[16])
+{
+	rt_tier *t = ud;
+	pthread_mutex_lock(&t->mu);
+	if (!t->nahead && !t->stop && t->aq_max)
+		while (t->nahead < RT_AHEAD_THREADS &&
+		       !pthread_create(&t->ahead[t->nahead], NULL, ahead_worker, t))
+			t->nahead++;
+	flight *f;
+	if (t->nahead && !t->stop && t->aq_len < t->aq_max && !c_find(t, h) &&
+	    !flight_find(t, h) && (f = flight_new(t, h))) {
+		t->aq[(t->aq_head + t->aq_len++) % RT_AHEAD_QUEUE] = f;
+		pthread_cond_signal(&t->aq_cv);
+	}
+	pthread_mutex_unlock(&t->mu);
 }
 
 /* --- configuration and opening ------------------------------------------------------------ */
@@ -522,9 +630,12 @@ int rt_open(store *s, uint64_t cache_bytes, rt_tier **out, df_err *err)
 	}
 	t->st = s;
 	t->cap = cache_bytes ? cache_bytes : RT_CACHE_DEFAULT;
+	t->aq_max = t->cap / 4 / RT_AHEAD_BLOB < RT_AHEAD_QUEUE ? (size_t)(t->cap / 4 / RT_AHEAD_BLOB)
+								 : RT_AHEAD_QUEUE;
 	t->nbuckets = 1024;
 	pthread_mutex_init(&t->mu, NULL);
 	pthread_cond_init(&t->cv, NULL);
+	pthread_cond_init(&t->aq_cv, NULL);
 	snprintf(t->dir, sizeof t->dir, "%s/cache", store_path(s));
 	/* A user who may read the store but not write its directory (verify, export) still reads
 	 * through the remote, without a cache: c_write's failures only cost fetches. */
@@ -539,7 +650,7 @@ int rt_open(store *s, uint64_t cache_bytes, rt_tier **out, df_err *err)
 		rt_close(t);
 		return rc;
 	}
-	store_set_fetch(s, rt_fetch, t);
+	store_set_fetch(s, rt_fetch, rt_ahead, t);
 	*out = t;
 	return 0;
 }
@@ -548,8 +659,15 @@ void rt_close(rt_tier *t)
 {
 	if (!t)
 		return;
+	/* A fetch-ahead thread ends once its fetch does (within the remote's timeout). */
+	pthread_mutex_lock(&t->mu);
+	t->stop = 1;
+	pthread_cond_broadcast(&t->aq_cv);
+	pthread_mutex_unlock(&t->mu);
+	for (unsigned i = 0; i < t->nahead; i++)
+		pthread_join(t->ahead[i], NULL);
 	if (t->st)
-		store_set_fetch(t->st, NULL, NULL);
+		store_set_fetch(t->st, NULL, NULL, NULL);
 	for (size_t i = 0; t->buckets && i < t->nbuckets; i++)
 		for (centry *e = t->buckets[i], *nx; e; e = nx) {
 			nx = e->chain;
@@ -559,6 +677,7 @@ void rt_close(rt_tier *t)
 	rb_close(t->be);
 	pthread_mutex_destroy(&t->mu);
 	pthread_cond_destroy(&t->cv);
+	pthread_cond_destroy(&t->aq_cv);
 	free(t);
 }
 
@@ -623,17 +742,21 @@ static size_t dedup(blob_ref *v, size_t n)
 typedef struct par {
 	store *st;
 	rt_tier *t;
-	const blob_ref *v;
+	const blob_ref *v;      /* push, fetch_all: the blobs (their lengths weigh the progress) */
+	const rb_entry *ents;   /* manifests: the catalog entries to fetch... */
+	manifest **mfs;         /* ...and where each one's manifest goes */
 	size_t n;
 	_Atomic size_t next;
 	_Atomic uint64_t done_bytes, sent, sent_bytes, had, had_bytes;
 	_Atomic int failed;
-	_Atomic unsigned running;
-	pthread_mutex_t mu; /* guards err, the batch */
-	df_err err;
+	pthread_mutex_t mu; /* guards err, rc, running, the batch */
+	pthread_cond_t cv;  /* the last worker ended */
+	unsigned running;
+	int rc;    /* the first failure's error code... */
+	df_err err; /* ...and message */
 	store_blob *batch; /* fetch_all: fetched blobs waiting for store_put_batch */
 	size_t nbatch, batch_bytes;
-	int (*one)(struct par *p, const blob_ref *b, df_err *err);
+	int (*one)(struct par *p, size_t i, df_err *err);
 } par;
 
 static void *par_worker(void *arg)
@@ -642,60 +765,79 @@ static void *par_worker(void *arg)
 	size_t i;
 	while (!p->failed && (i = atomic_fetch_add(&p->next, 1)) < p->n) {
 		df_err e;
-		int rc = p->one(p, &p->v[i], &e);
+		int rc = p->one(p, i, &e);
 		if (rc) {
 			pthread_mutex_lock(&p->mu);
-			if (!p->failed++)
+			if (!p->failed++) {
+				p->rc = rc;
 				p->err = e;
+			}
 			pthread_mutex_unlock(&p->mu);
 		}
-		p->done_bytes += p->v[i].len;
+		if (p->v)
+			p->done_bytes += p->v[i].len;
 	}
-	p->running--;
+	pthread_mutex_lock(&p->mu);
+	if (!--p->running)
+		pthread_cond_signal(&p->cv);
+	pthread_mutex_unlock(&p->mu);
 	return NULL;
 }
 
-/* Run p->one over every blob of p->v on `threads` threads, reporting progress from this one. */
+/* Run p->one over items [0, p->n) on `threads` threads (at most one per item), reporting progress
+ * from this one. The first failure stops the others from taking new items. */
 static int par_run(par *p, unsigned threads, rt_progress_fn progress, void *ud, df_err *err)
 {
 	uint64_t total = 0;
-	for (size_t i = 0; i < p->n; i++)
+	for (size_t i = 0; p->v && i < p->n; i++)
 		total += p->v[i].len;
 	if (!threads)
 		threads = RT_THREADS;
+	if (threads > p->n)
+		threads = p->n ? (unsigned)p->n : 1;
 	pthread_t *th = calloc(threads, sizeof *th);
 	unsigned started = 0;
 	if (!th)
 		return df_errf(err, -ENOMEM, "out of memory");
-	p->running = threads;
+	pthread_cond_init(&p->cv, NULL);
+	pthread_mutex_lock(&p->mu);
 	for (; started < threads; started++)
 		if (pthread_create(&th[started], NULL, par_worker, p))
 			break;
-	p->running -= threads - started;
-	if (!started) {
-		free(th);
-		return df_errf(err, -EAGAIN, "cannot start threads");
-	}
+	p->running += started;
 	while (p->running) {
-		struct timespec ts = {0, 200 * 1000 * 1000};
-		nanosleep(&ts, NULL);
-		if (progress)
+		struct timespec until;
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_nsec += 200 * 1000 * 1000;
+		if (until.tv_nsec >= 1000000000L) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000L;
+		}
+		if (pthread_cond_timedwait(&p->cv, &p->mu, &until) == ETIMEDOUT && progress) {
+			pthread_mutex_unlock(&p->mu);
 			progress(ud, p->done_bytes, total);
+			pthread_mutex_lock(&p->mu);
+		}
 	}
+	pthread_mutex_unlock(&p->mu);
 	for (unsigned i = 0; i < started; i++)
 		pthread_join(th[i], NULL);
 	free(th);
+	pthread_cond_destroy(&p->cv);
+	if (!started)
+		return df_errf(err, -EAGAIN, "cannot start threads");
 	if (progress)
 		progress(ud, p->done_bytes, total);
-	if (p->failed)
-		return df_errf(err, -EIO, "%s%s", p->err.msg, p->failed > 1 ? " (and more errors)" : "");
-	return 0;
+	if (p->failed > 1)
+		return df_errf(err, p->rc, "%s (and %d more errors)", p->err.msg, p->failed - 1);
+	return p->failed ? df_errf(err, p->rc, "%s", p->err.msg) : 0;
 }
 
 /* --- push ----------------------------------------------------------------------------------- */
 
-static int push_one(par *p, const blob_ref *b, df_err *err)
+static int push_one(par *p, size_t i, df_err *err)
 {
+	const blob_ref *b = &p->v[i];
 	rb_backend *be = p->t->be;
 	char oid[33];
 	uint64_t size;
@@ -809,9 +951,10 @@ static void bases_first(manifest **ms, size_t n)
 /* A push must not replace, in passing, a checkpoint another host published since this store last
  * pulled it: of ms, those not named explicitly must be absent from the catalog or published there
  * as they are here. (Between this check and the publish another host may still publish one; the
- * later publish wins, as for two pushes of the same name.) */
+ * later publish wins, as for two pushes of the same name.) same[i] is set where the catalog
+ * publishes ms[i] as it is here: nothing to send for it. */
 static int check_versions(rt_tier *t, manifest **ms, size_t nms, const char *const *named,
-			  size_t nnamed, df_err *err)
+			  size_t nnamed, char *same, df_err *err)
 {
 	rb_entry *e;
 	size_t n;
@@ -824,7 +967,7 @@ static int check_versions(rt_tier *t, manifest **ms, size_t nms, const char *con
 			k++;
 		while (j < n && strcmp(e[j].name, ms[i]->name))
 			j++;
-		if (k < nnamed || j == n)
+		if (j == n)
 			continue;
 		uint8_t *buf;
 		size_t len;
@@ -834,7 +977,8 @@ static int check_versions(rt_tier *t, manifest **ms, size_t nms, const char *con
 			break;
 		}
 		free(buf);
-		if (strcmp(oid, e[j].oid))
+		same[i] = !strcmp(oid, e[j].oid);
+		if (!same[i] && k == nnamed)
 			rc = df_errf(err, -EEXIST, "%s: checkpoint \"%s\" is published there in another "
 				     "version than this store's: `deltafs pull` first, or push \"%s\" by "
 				     "name to replace it", t->be->url, ms[i]->name, ms[i]->name);
@@ -853,6 +997,8 @@ int rt_push(store *s, rt_tier *t, const char *const *names, size_t n, unsigned t
 	size_t nall = 0;
 	blob_ref *v = NULL;
 	rb_entry *pub = NULL;
+	size_t npub = 0;
+	char *same = NULL;
 	const char *const *named = names;
 	size_t nnamed = n;
 	memset(st, 0, sizeof *st);
@@ -867,8 +1013,10 @@ int rt_push(store *s, rt_tier *t, const char *const *names, size_t n, unsigned t
 		rc = want_ckpt(s, txn, names[i], &ms, &nms, err);
 	store_txn_end(s, txn);
 	bases_first(ms, nms);
+	if (!rc && !(same = calloc(nms ? nms : 1, 1)))
+		rc = df_errf(err, -ENOMEM, "out of memory");
 	if (!rc)
-		rc = check_versions(t, ms, nms, named, nnamed, err);
+		rc = check_versions(t, ms, nms, named, nnamed, same, err);
 	store_names_free(all, nall);
 	for (size_t i = 0; !rc && i < nms; i++)
 		if (add_blobs(ms[i], &v, &nb, &cap))
@@ -883,14 +1031,19 @@ int rt_push(store *s, rt_tier *t, const char *const *names, size_t n, unsigned t
 		st->blobs_had = p.had;
 		st->bytes_had = p.had_bytes;
 	}
-	/* Manifests, once every blob they name is durable; then one catalog update for all (on S3,
-	 * one entry after the other, bases first). */
+	/* Manifests, once every blob they name is durable; then one catalog update for all that the
+	 * catalog does not publish as they are (on S3, one entry after the other, bases first). A
+	 * published manifest needs no touch: remote gc keeps what the catalog names. */
 	if (!rc && !(pub = calloc(nms ? nms : 1, sizeof *pub)))
 		rc = df_errf(err, -ENOMEM, "out of memory");
 	for (size_t i = 0; !rc && i < nms; i++) {
 		uint8_t *buf;
 		size_t len;
 		char oid[36];
+		if (same[i]) {
+			st->unchanged++;
+			continue;
+		}
 		if (mf_object(ms[i], &buf, &len, oid)) {
 			rc = df_errf(err, -ENOMEM, "out of memory");
 			break;
@@ -901,18 +1054,19 @@ int rt_push(store *s, rt_tier *t, const char *const *names, size_t n, unsigned t
 			st->manifests_sent++;
 		else if (rc == -EEXIST) /* pushed before; unpublished since, maybe: keep gc off it */
 			rc = t->be->ops->touch(t->be, oid, err);
-		pub[i].name = ms[i]->name;
-		if (!rc && !(pub[i].oid = strdup(oid)))
+		pub[npub].name = ms[i]->name;
+		if (!rc && !(pub[npub++].oid = strdup(oid)))
 			rc = df_errf(err, -ENOMEM, "out of memory");
 	}
-	if (!rc && nms && !(rc = t->be->ops->publish(t->be, pub, nms, err))) {
+	if (!rc && npub && !(rc = t->be->ops->publish(t->be, pub, npub, err))) {
 		df_err ne;
-		st->ckpts = nms;
+		st->ckpts = npub;
 		t->be->ops->notify(t->be, &ne); /* a courtesy: watchers poll as well */
 	}
-	for (size_t i = 0; pub && i < nms; i++)
+	for (size_t i = 0; i < npub; i++)
 		free(pub[i].oid);
 	free(pub);
+	free(same);
 	for (size_t i = 0; i < nms; i++)
 		mf_free(ms[i]);
 	free(ms);
@@ -955,6 +1109,58 @@ static int local_exists(store *s, const char *name)
 	return rc == 0;
 }
 
+/* The manifest catalog entry e names: read, checked against its object name (a damaged object
+ * gives -EIO, never a manifest), decoded, and checked to be e's checkpoint. */
+static int get_manifest(rt_tier *t, const rb_entry *e, manifest **out, df_err *err)
+{
+	void *buf;
+	size_t len;
+	uint8_t h[16];
+	char want[36];
+	df_err me;
+	int rc = t->be->ops->get(t->be, e->oid, &buf, &len, err);
+	if (rc)
+		return rc == -ENOENT ? df_errf(err, -EIO, "%s: checkpoint \"%s\": its manifest %s is "
+					       "missing from the remote", t->be->url, e->name, e->oid)
+				     : rc;
+	store_hash(buf, len, h);
+	memcpy(want, RT_MANIFEST_PREFIX, 2);
+	rb_blob_oid(h, want + 2);
+	if (strcmp(want, e->oid))
+		rc = df_errf(err, -EIO, "%s: checkpoint \"%s\": manifest %s fails its hash (damaged "
+			     "in the remote)", t->be->url, e->name, e->oid);
+	else if ((rc = mf_decode(buf, len, out, &me)))
+		rc = df_errf(err, rc, "%s: checkpoint \"%s\": %s", t->be->url, e->name, me.msg);
+	else if (strcmp((*out)->name, e->name)) {
+		rc = df_errf(err, -EIO, "%s: catalog entry \"%s\" names the manifest of \"%s\"",
+			     t->be->url, e->name, (*out)->name);
+		mf_free(*out);
+	}
+	free(buf);
+	if (rc)
+		*out = NULL;
+	return rc;
+}
+
+static int manifest_one(par *p, size_t i, df_err *err)
+{
+	return get_manifest(p->t, &p->ents[i], &p->mfs[i], err);
+}
+
+/* The manifests of entries e[0..n) into ms[0..n) (NULL where none came), fetched on
+ * RT_MANIFEST_THREADS threads: each is one small read, whose round trip (~45 ms a GET on radosgw)
+ * costs far more than the bytes, so a clone of many checkpoints waits on latency, not bandwidth. */
+static int get_manifests(rt_tier *t, const rb_entry *e, size_t n, manifest **ms, df_err *err)
+{
+	par p = {.t = t, .ents = e, .mfs = ms, .n = n, .one = manifest_one};
+	if (!n)
+		return 0;
+	pthread_mutex_init(&p.mu, NULL);
+	int rc = par_run(&p, RT_MANIFEST_THREADS, NULL, NULL, err);
+	pthread_mutex_destroy(&p.mu);
+	return rc;
+}
+
 int rt_pull(store *s, rt_tier *t, rt_pull_stats *st, df_err *err)
 {
 	rb_entry *e;
@@ -963,48 +1169,23 @@ int rt_pull(store *s, rt_tier *t, rt_pull_stats *st, df_err *err)
 	int rc = t->be->ops->catalog(t->be, &e, &n, err);
 	if (rc)
 		return rc;
+	/* want: shallow copies of the entries that differ from the local checkpoints */
+	rb_entry *want = calloc(n ? n : 1, sizeof *want);
 	manifest **todo = calloc(n ? n : 1, sizeof *todo);
 	int *existed = calloc(n ? n : 1, sizeof *existed);
 	size_t ntodo = 0;
-	if (!todo || !existed)
+	if (!want || !todo || !existed)
 		rc = df_errf(err, -ENOMEM, "out of memory");
 	for (size_t i = 0; !rc && i < n; i++) {
-		void *buf;
-		size_t len;
-		uint8_t h[16];
-		char want[36];
 		if (same_local(s, e[i].name, e[i].oid)) {
 			st->unchanged++;
 			continue;
 		}
-		if ((rc = t->be->ops->get(t->be, e[i].oid, &buf, &len, err))) {
-			if (rc == -ENOENT)
-				rc = df_errf(err, -EIO, "%s: checkpoint \"%s\": its manifest %s is "
-					     "missing from the remote", t->be->url, e[i].name, e[i].oid);
-			break;
-		}
-		store_hash(buf, len, h);
-		memcpy(want, RT_MANIFEST_PREFIX, 2);
-		rb_blob_oid(h, want + 2);
-		df_err me;
-		if (strcmp(want, e[i].oid))
-			rc = df_errf(err, -EIO, "%s: checkpoint \"%s\": manifest %s fails its hash "
-				     "(damaged in the remote)", t->be->url, e[i].name, e[i].oid);
-		else if ((rc = mf_decode(buf, len, &todo[ntodo], &me)))
-			rc = df_errf(err, rc, "%s: checkpoint \"%s\": %s", t->be->url, e[i].name,
-				     me.msg);
-		else if (strcmp(todo[ntodo]->name, e[i].name))
-			rc = df_errf(err, -EIO, "%s: catalog entry \"%s\" names the manifest of "
-				     "\"%s\"", t->be->url, e[i].name, todo[ntodo]->name);
-		free(buf);
-		if (rc) {
-			mf_free(todo[ntodo]);
-			todo[ntodo] = NULL;
-			break;
-		}
 		existed[ntodo] = local_exists(s, e[i].name);
-		ntodo++;
+		want[ntodo++] = e[i];
 	}
+	if (!rc)
+		rc = get_manifests(t, want, ntodo, todo, err);
 	/* Bases first: each pass places those whose base is local, placed already, or absent. */
 	manifest **order = calloc(ntodo ? ntodo : 1, sizeof *order);
 	size_t placed = 0;
@@ -1048,6 +1229,7 @@ int rt_pull(store *s, rt_tier *t, rt_pull_stats *st, df_err *err)
 		mf_free(todo[i]);
 	free(todo);
 	free(existed);
+	free(want);
 	rb_entries_free(e, n);
 	return rc;
 }
@@ -1093,8 +1275,9 @@ static int flush_batch(par *p, df_err *err)
 	return rc;
 }
 
-static int fetch_one(par *p, const blob_ref *b, df_err *err)
+static int fetch_one(par *p, size_t i, df_err *err)
 {
+	const blob_ref *b = &p->v[i];
 	MDB_txn *txn;
 	const void *data;
 	size_t n;
@@ -1181,25 +1364,10 @@ static int catalog_manifests(rt_tier *t, rb_entry **e, size_t *n, manifest ***ms
 	int rc = t->be->ops->catalog(t->be, e, n, err);
 	if (rc)
 		return rc;
-	*ms = calloc(*n ? *n : 1, sizeof **ms);
-	if (!*ms)
+	if (!(*ms = calloc(*n ? *n : 1, sizeof **ms)))
 		rc = df_errf(err, -ENOMEM, "out of memory");
-	for (size_t i = 0; !rc && i < *n; i++) {
-		void *buf;
-		size_t len;
-		df_err me;
-		if ((rc = t->be->ops->get(t->be, (*e)[i].oid, &buf, &len, err))) {
-			if (rc == -ENOENT)
-				rc = df_errf(err, -EIO, "%s: checkpoint \"%s\": its manifest %s is "
-					     "missing from the remote", t->be->url, (*e)[i].name,
-					     (*e)[i].oid);
-			break;
-		}
-		if ((rc = mf_decode(buf, len, &(*ms)[i], &me)))
-			rc = df_errf(err, rc, "%s: checkpoint \"%s\": %s", t->be->url, (*e)[i].name,
-				     me.msg);
-		free(buf);
-	}
+	else
+		rc = get_manifests(t, *e, *n, *ms, err);
 	if (rc) {
 		for (size_t i = 0; *ms && i < *n; i++)
 			mf_free((*ms)[i]);
@@ -1221,26 +1389,27 @@ int rt_unpublish(rt_tier *t, const char *name, df_err *err)
 {
 	rb_entry *e;
 	manifest **ms;
-	size_t n, found = 0;
+	size_t n, at = SIZE_MAX;
 	char users[512] = "";
 	int nusers = 0;
 	int rc = catalog_manifests(t, &e, &n, &ms, err);
 	if (rc)
 		return rc;
 	for (size_t i = 0; i < n; i++) {
-		found |= !strcmp(e[i].name, name);
+		if (!strcmp(e[i].name, name))
+			at = i;
 		if (!strcmp(ms[i]->base, name)) {
 			size_t l = strlen(users);
 			snprintf(users + l, sizeof users - l, "%s%s", nusers++ ? ", " : "", e[i].name);
 		}
 	}
-	if (!found)
+	if (at == SIZE_MAX)
 		rc = df_errf(err, -ENOENT, "%s: no published checkpoint named \"%s\"", t->be->url,
 			     name);
 	else if (nusers)
 		rc = df_errf(err, -EBUSY, "%s: \"%s\" is the published base of %s: remove %s first",
 			     t->be->url, name, users, nusers > 1 ? "them" : "it");
-	else if (!(rc = t->be->ops->unpublish(t->be, &name, 1, err))) {
+	else if (!(rc = t->be->ops->unpublish(t->be, &e[at], 1, err))) {
 		df_err ne;
 		t->be->ops->notify(t->be, &ne);
 	}

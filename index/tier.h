@@ -18,7 +18,11 @@
  *
  * A fetch (the store's fetch hook, store_set_fetch) looks in the cache, else reads the object from
  * the remote, checks it against its hash (a damaged object gives -EIO, never bytes), stores it in
- * the cache and returns a copy. Threads asking for one blob at once share one fetch.
+ * the cache and returns it. Threads asking for one blob at once share one fetch. A blob a reader
+ * will want soon (store_blob_hint: the mount's prefetch window) is fetched ahead, up to 16 at once,
+ * by threads that do nothing else, so a sequential reader keeps that many requests in flight while
+ * the mount's threads decode; a reader that wants a blob still waiting in that queue fetches it
+ * itself.
  */
 #ifndef DELTAFS_INDEX_TIER_H
 #define DELTAFS_INDEX_TIER_H
@@ -31,6 +35,7 @@
 
 #define RT_CACHE_DEFAULT (16ull << 30) /* cache bound when none is given, bytes */
 #define RT_THREADS 8                   /* parallel remote operations of push and clone --all */
+#define RT_MANIFEST_THREADS 16         /* parallel manifest reads of pull, clone, rm and gc */
 #define RT_GC_GRACE (24u * 3600)       /* default grace period of remote gc, seconds */
 
 typedef struct rt_tier rt_tier;
@@ -49,6 +54,7 @@ rb_backend *rt_backend(rt_tier *t);
 
 typedef struct rt_stats {
 	uint64_t fetches, fetch_bytes; /* objects read from the remote */
+	uint64_t ahead;                /* fetches started ahead of their reader (store_blob_hint) */
 	uint64_t shared;               /* reads that waited for another thread's fetch */
 	uint64_t hits;                 /* blobs found in STORE/cache */
 	uint64_t evictions;            /* blobs removed from STORE/cache to keep its bound */
@@ -62,7 +68,8 @@ void rt_get_stats(rt_tier *t, rt_stats *out);
 typedef void (*rt_progress_fn)(void *ud, uint64_t done, uint64_t total);
 
 typedef struct rt_push_stats {
-	uint64_t ckpts;      /* checkpoints published (the named ones and their bases) */
+	uint64_t ckpts;      /* checkpoints published now (of the named ones and their bases) */
+	uint64_t unchanged;  /* ...and those the catalog published as they are already */
 	uint64_t blobs_sent, bytes_sent; /* blobs the remote lacked, written now */
 	uint64_t blobs_had, bytes_had;   /* blobs the remote had already */
 	uint64_t manifests_sent;
@@ -82,8 +89,9 @@ typedef struct rt_pull_stats {
 } rt_pull_stats;
 
 /* Bring the remote's catalog into s (opened writable): every published checkpoint whose manifest
- * differs from the local one (or is absent locally) is fetched, checked against its object name
- * and committed with store_adopt, bases first, all in one transaction (all or none). Local
+ * differs from the local one (or is absent locally) is fetched (RT_MANIFEST_THREADS at once),
+ * checked against its object name and committed with store_adopt, bases first, all in one
+ * transaction (all or none: a manifest that cannot be read fails the pull, naming its checkpoint). Local
  * checkpoints the catalog lacks are kept; a local `deltafs rm` of a published one is undone. */
 int rt_pull(store *s, rt_tier *t, rt_pull_stats *st, df_err *err);
 

@@ -11,6 +11,7 @@
 #include "../codec/codec.h"
 #include "../index/ingest.h"
 #include "../index/store.h"
+#include "../index/tier.h"
 #include "cli.h"
 
 static void usage(FILE *out)
@@ -237,9 +238,17 @@ int main(int argc, char **argv)
 	}
 	const char *dir = argv[optind], *name = argv[optind + 1], *path = argv[optind + 2];
 	store *s;
+	rt_tier *t = NULL;
 	df_err err = {{0}};
 	if (store_open(dir, STORE_CREATE, &s, &err)) {
 		fprintf(stderr, "deltafs-add: %s\n", err.msg);
+		return 1;
+	}
+	/* A clone holds its base's manifest but maybe not its blobs: they come from the remote,
+	 * through the cache, as a mount's do. */
+	if (o.base && rt_open(s, 0, &t, &err)) {
+		fprintf(stderr, "deltafs-add: %s\nnothing was added\n", err.msg);
+		store_close(s);
 		return 1;
 	}
 	cli_progress p;
@@ -256,9 +265,11 @@ int main(int argc, char **argv)
 		cli_progress_end(&p);
 	if (rc) {
 		fprintf(stderr, "deltafs-add: %s\nnothing was added\n", err.msg);
+		rt_close(t);
 		store_close(s);
 		return 1;
 	}
+	rt_close(t);
 	char a[32], b[32], c[32];
 	printf("%-48s %12s %12s %8s\n", "file", "input", "stored", "ratio");
 	for (uint32_t i = 0; i < r.mf->nfiles; i++) {

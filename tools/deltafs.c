@@ -462,12 +462,19 @@ static int cmd_push(const char *dir, const char *const *names, size_t n)
 	int rc = rt_push(s, t, names, n, 0, cli_progress_cb, &pr, &st, &e);
 	double dt = cli_now() - t0;
 	cli_progress_end(&pr);
-	printf("%s: %llu blobs sent (%s, %.1f MB/s), %llu already there (%s), %llu manifests; "
-	       "%llu checkpoint%s published\n", rt_backend(t)->url,
-	       (unsigned long long)st.blobs_sent, cli_size(st.bytes_sent, a),
+	printf("%s: %llu blobs sent (%s, %.1f MB/s), %llu already there (%s), %llu manifests; ",
+	       rt_backend(t)->url, (unsigned long long)st.blobs_sent, cli_size(st.bytes_sent, a),
 	       dt > 0 ? (double)st.bytes_sent / dt / 1e6 : 0.0, (unsigned long long)st.blobs_had,
-	       cli_size(st.bytes_had, b), (unsigned long long)st.manifests_sent,
-	       (unsigned long long)st.ckpts, st.ckpts == 1 ? "" : "s");
+	       cli_size(st.bytes_had, b), (unsigned long long)st.manifests_sent);
+	if (st.ckpts)
+		printf("%llu checkpoint%s published", (unsigned long long)st.ckpts,
+		       st.ckpts == 1 ? "" : "s");
+	else
+		printf("nothing new to publish");
+	if (st.unchanged)
+		printf("%s%llu already published as %s", st.ckpts ? ", " : ": ",
+		       (unsigned long long)st.unchanged, st.unchanged == 1 ? "it is" : "they are");
+	printf("\n");
 	close_tiered(s, t);
 	return rc ? fail(&e) : 0;
 }

@@ -6,12 +6,14 @@ simulated as two stores with their own caches on one pool:
 - host A adds the charlm pair and pushes; host B clones (manifests only) and reads both files
   through its mount byte-identical, fetching blobs on demand; B's verify passes; a second push
   sends nothing;
+- `deltafs-add --base` on a fresh clone reads the base's blobs from the remote;
 - eight readers of one file on a fresh clone fetch no blob twice; a cache bounded at 512 KiB
   evicts and stays within its bound;
 - four stores push different checkpoints into one catalog at the same moment: all are published;
   a stale store cannot replace a published checkpoint in passing (as a base), only by name;
 - remote gc removes what no published checkpoint names once older than the grace period, keeps
   young objects (a push in flight) and everything published; unpublishing a base is refused;
+  unpublishing a name that another host published again since it was read keeps the new version;
 - a checkpoint pushed while B is mounted appears in B's mount within seconds while
   `deltafs pull --every 300` runs (RADOS watch/notify on the catalog);
 - a flipped byte in a blob object: reads that need it fail with EIO, with a log line naming the
@@ -133,7 +135,7 @@ def remote_stats(log):
     words = line.split("remote: ", 1)[1].replace("(", "").replace(")", "").replace(",", "").split()
     out = {}
     for i, w in enumerate(words):
-        if w.isdigit() and i + 1 < len(words) and words[i + 1] in ("fetches", "evictions",
+        if w.isdigit() and i + 1 < len(words) and words[i + 1] in ("fetches", "evictions", "ahead",
                                                                  "failed", "shared", "cache"):
             out[words[i + 1]] = int(w)
     return out
@@ -166,6 +168,7 @@ def scenarios(w, cl, src):
     assert "2 checkpoints published" in out and " 0 already there" in out, out
     out = fu.run(fu.DELTAFS, "push", a).stdout
     assert " 0 blobs sent" in out and "0 manifests" in out, out
+    assert "nothing new to publish: 2 already published as they are" in out, out
     b, mb = os.path.join(w, "b"), os.path.join(w, "mb")
     out = fu.run(fu.DELTAFS, "clone", url, b).stdout
     assert "2 checkpoints added" in out, out
@@ -208,8 +211,18 @@ def scenarios(w, cl, src):
     out = fu.run(fu.DELTAFS, "verify", full).stdout  # every blob local now: no remote used
     assert "0 problems" in out, out
 
+    # A fine-tune added on a fresh clone against its base, whose blobs only the remote holds:
+    # the ingest reads them through the cache, as a mount does.
+    f = os.path.join(w, "f")
+    fu.run(fu.DELTAFS, "clone", url, f)
+    fu.add(f, "qa3", qa_src, "--base", "base")
+    assert os.listdir(os.path.join(f, "cache")), "the base's blobs came from nowhere"
+    ex3 = os.path.join(w, "export3")
+    fu.run(fu.DELTAFS, "export", f, "qa3", ex3)
+    assert fu.sha256(os.path.join(ex3, "finetuned_qa.safetensors")) == fu.sha256(qa_src)
+
     # Eight readers of one file on a fresh clone: no blob fetched twice (each fetched blob
-    # is one file in the cache, nothing evicted). Then a cache bounded at 512 KiB: blobs are
+    # is one file in the cache, nothing evicted), most of them fetched ahead. Then a cache bounded at 512 KiB: blobs are
     # evicted, the directory stays within the bound (plus the blob just fetched), reads right.
     h, mh = os.path.join(w, "h"), os.path.join(w, "mh")
     fu.run(fu.DELTAFS, "clone", url, h)
@@ -227,6 +240,7 @@ def scenarios(w, cl, src):
     cached = os.listdir(os.path.join(h, "cache"))
     print("8 readers:", stats, len(cached), "blobs cached")
     assert stats["fetches"] == len(cached) and not stats["evictions"], (stats, len(cached))
+    assert stats["ahead"] > stats["fetches"] // 2, stats
     for f in cached:
         os.unlink(os.path.join(h, "cache", f))
     old_tmp, new_tmp = (os.path.join(h, "cache", f".tmp.999.{i}") for i in (1, 2))
@@ -294,6 +308,7 @@ def scenarios(w, cl, src):
     rados("-N", "gc", "put", stray, "-", data=b"in flight")
     before = set(rados("-N", "gc", "ls").decode().split())
     fu.run(fu.DELTAFS, "rm", ga, "qa", "--remote")
+    print(fu.run(os.path.join(fu.BUILD, "tests", "remote", "rb_race"), f"rados:{POOL}/race").stdout)
     out = fu.run(fu.DELTAFS, "gc", ga, "--remote", "--grace", "3600").stdout
     assert "removed 0 objects" in out, out
     assert set(rados("-N", "gc", "ls").decode().split()) == before

@@ -10,7 +10,8 @@ their own caches on one bucket:
 - four stores push different checkpoints into one catalog at the same moment: all are published,
   one catalog key each; a name published twice resolves to the later version;
 - remote gc keeps a young unreferenced object (a push in flight) and removes old unreferenced
-  ones, never what is published;
+  ones, never what is published; unpublishing a name that another host published again since it
+  was read keeps the new version;
 - a flipped byte in a blob object on the S3 side: EIO on the reads that need it, right bytes on
   every other read;
 - radosgw stopped: reads of uncached blobs fail with EIO within a bound, never hang;
@@ -163,6 +164,7 @@ def scenarios(w, rgw, src):
     assert "2 checkpoints published" in out and " 0 already there" in out, out
     out = run(fu.DELTAFS, "push", a).stdout
     assert " 0 blobs sent" in out and "0 manifests" in out, out
+    assert "nothing new to publish: 2 already published as they are" in out, out
     b, mb = os.path.join(w, "b"), os.path.join(w, "mb")
     out = run(fu.DELTAFS, "clone", url, b, *ep, env=keys_env).stdout
     assert "2 checkpoints added" in out, out
@@ -231,6 +233,8 @@ def concurrent_gc_flip_dead(w, rgw, src, url, ep, pair, base_src, qa_src, wrong)
     ga = s3_store(w, "ga", gurl, rgw, *pair)
     run(fu.DELTAFS, "push", ga)
     run(fu.DELTAFS, "rm", ga, "qa", "--remote")
+    print(run(os.path.join(fu.BUILD, "tests", "remote", "rb_race"), f"s3://{BUCKET}/race",
+              rgw.endpoint, rgw.keys).stdout)
     time.sleep(1.5)  # Last-Modified has one-second resolution
     stray = "0123456789abcdef0123456789abcdef"  # as a push in flight leaves its blobs
     rgw.curl("PUT", f"gc/{stray}", data=b"in flight")
