@@ -708,23 +708,17 @@ static int cmp_ref(const void *a, const void *b)
 /* Append the blobs of m to *v (sorted and deduplicated by the caller). */
 static int add_blobs(const manifest *m, blob_ref **v, size_t *n, size_t *cap)
 {
-	for (uint32_t f = 0; f < m->nfiles; f++)
-		for (uint32_t g = 0; g < m->files[f].nsegs; g++) {
-			const mf_seg *sg = &m->files[f].segs[g];
-			for (uint32_t c = 0; c < sg->nchunks; c++) {
-				if (sg->chunks[c].flags != MF_CHUNK_BLOB)
-					continue;
-				if (*n == *cap) {
-					blob_ref *nv = realloc(*v, (*cap = *cap ? *cap * 2 : 1024) *
-							       sizeof **v);
-					if (!nv)
-						return -ENOMEM;
-					*v = nv;
-				}
-				memcpy((*v)[*n].h, sg->chunks[c].hash, 16);
-				(*v)[(*n)++].len = sg->chunks[c].blen;
-			}
+	mf_blob_iter it = {.m = m};
+	for (const mf_chunk *ch; (ch = mf_blob_next(&it));) {
+		if (*n == *cap) {
+			blob_ref *nv = realloc(*v, (*cap = *cap ? *cap * 2 : 1024) * sizeof **v);
+			if (!nv)
+				return -ENOMEM;
+			*v = nv;
 		}
+		memcpy((*v)[*n].h, ch->hash, 16);
+		(*v)[(*n)++].len = ch->blen;
+	}
 	return 0;
 }
 
