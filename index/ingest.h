@@ -24,8 +24,11 @@
 /* Chosen by tests/bench/bench_chunk (see the comment at its definition in ingest.c). */
 extern const uint32_t ING_CHUNK_DEFAULT;
 
-/* zstd level 1: on byte planes (one zstd block per plane) it compresses as well as levels 3 and
- * 5 (BF16 base +2%, deltas within 0.2%: tests/bench/bench_chunk) and encodes 1.3-1.6x faster. */
+/* zstd level 1: the level of the LZ frames cx_zstd_plane tries, on planes that are mostly one
+ * byte; most planes are entropy-coded without a match search, where the level plays no part. A
+ * level above 1 also tries LZ on every plane (codec/cx_internal.h). When every plane still went
+ * through LZ, level 1 compressed as well as 3 and 5 (BF16 base +2%, deltas within 0.2%:
+ * tests/bench/bench_chunk) and encoded 1.3-1.6x faster. */
 #define ING_LEVEL_DEFAULT 1
 
 /* Gaussian probe rows per matrix when no calibration file is given. */
