@@ -400,8 +400,8 @@ ssize_t ll_encode(cx_ctx *ctx, void *dst, size_t cap, const void *src, size_t n,
 	ZSTD_CCtx_reset(cctx, ZSTD_reset_session_and_parameters);
 	if (ZSTD_isError(ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, level)))
 		return -EINVAL;
-	/* Capacity n - 1: a frame that would not be strictly smaller than the chunk stops as soon
-	 * as the output is full, instead of being finished and thrown away. */
+	/* Capacity n - 1: a payload that would not be strictly smaller than the chunk is stored
+	 * raw; the planes after the one that overflows are not compressed at all. */
 	z = ll_compress_planes(ctx, cctx, d + LL_HDR, n - 1, planes, n, esize, level);
 	if (z == 0)
 		goto raw;
