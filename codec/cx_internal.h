@@ -70,6 +70,50 @@ ZSTD_CCtx *cx_cctx(cx_ctx *ctx);
 ssize_t cx_zstd_plane(cx_ctx *ctx, ZSTD_CCtx *cctx, uint8_t *dst, size_t cap, const uint8_t *src,
 		      size_t m, int lz);
 
+/* ---- plane.c: the building blocks of the lossy blob formats --------------------------------- */
+
+#define CX_VMAX 10 /* bytes of a u64 varint */
+#define CX_PAD 8   /* zero bytes after each decoded plane: cx_bits loads 8 bytes */
+
+/* Unsigned LEB128: cx_vput writes v at p (at most CX_VMAX bytes) and returns the count; cx_vlen
+ * is that count; cx_vget reads one at *off (< end), advancing *off: 0 or -EBADMSG (truncated, or
+ * more than 64 bits). */
+size_t cx_vput(uint8_t *p, uint64_t v);
+size_t cx_vlen(uint64_t v);
+int cx_vget(const uint8_t *b, size_t end, size_t *off, uint64_t *v);
+
+/* Pack bits [shift, shift + w) of each of the n indices densely at out, LSB first
+ * (cx_plane_len(n, w) bytes). */
+void cx_pack(uint8_t *out, const uint16_t *idx, size_t n, unsigned shift, unsigned w);
+
+static inline size_t cx_plane_len(size_t n, unsigned w)
+{
+	return (n * w + 7) / 8;
+}
+
+/* The w-bit field at bit bitpos of a packed plane (w <= 25); the plane must have CX_PAD readable
+ * bytes after it, as cx_get_plane leaves. */
+static inline __attribute__((always_inline)) uint32_t cx_bits(const uint8_t *p, size_t bitpos,
+							      unsigned w)
+{
+	uint64_t v;
+
+	memcpy(&v, p + (bitpos >> 3), 8);
+	return (uint32_t)(v >> (bitpos & 7)) & ((1u << w) - 1);
+}
+
+/* Write one plane of len bytes at out: varint clen + zstd frame, or 0 + the raw bytes when zstd
+ * does not win; the last plane of a blob (`last`) goes without clen, its size being what is left
+ * of the blob (raw if exactly the plane's size, else a zstd frame). Returns the bytes written,
+ * -ENOBUFS or -ENOMEM. */
+ssize_t cx_put_plane(cx_ctx *cx, ZSTD_CCtx *cc, uint8_t *out, size_t cap, const uint8_t *pl,
+		     size_t len, int last);
+
+/* Read one plane of len bytes at *off (advanced past it) into out, which has len + CX_PAD bytes
+ * (the padding is zeroed); `last` as for cx_put_plane. 0, -EBADMSG or -ENOMEM. */
+int cx_get_plane(cx_ctx *cx, const uint8_t *b, size_t blen, size_t *off, uint8_t *out, size_t len,
+		 int last);
+
 struct cx_codec_ops {
 	/* As cx_decode. */
 	int (*decode)(cx_ctx *ctx, void *dst, size_t n, const void *blob, size_t blen,

@@ -104,12 +104,10 @@
 #include "palette.h"
 
 #define DQ_ZLEVEL 9       /* planes are small; decode speed does not depend on the level */
-#define DQ_VMAX 10        /* bytes of a u64 varint */
 #define DQ_FIXHDR 5       /* cx header + bits and lo */
 #define DQ_FIXHDR_V1 7    /* cx header + dtype, bits, lo */
-#define DQ_HDR_MAX (DQ_FIXHDR_V1 + 7 * DQ_VMAX)
+#define DQ_HDR_MAX (DQ_FIXHDR_V1 + 7 * CX_VMAX)
 #define DQ_CHUNK_BYTES (256u << 10)
-#define DQ_PAD 8          /* zero bytes after each decoded plane: the bit reader loads 8 bytes */
 #define DQ_DELTA_MAX 0x1p100f /* larger deltas (-EDOM) could overflow a level's step to infinity */
 #define DQ_F_DROP 0x10    /* v2 header byte 3: group and keep present (keep < group) */
 #define DQ_F_SETS 0x20    /* v2 header byte 3: srows present (srows < the chunk's rows) */
@@ -145,53 +143,6 @@ AI void dq_st(int dt, uint8_t *p, size_t i, float v)
 static unsigned dq_esize(dt_id dt)
 {
 	return dt == DT_F32 ? 4 : (dt == DT_F16 || dt == DT_BF16) ? 2 : 0;
-}
-
-/* ---- varints --------------------------------------------------------------------------------- */
-
-static size_t dq_vput(uint8_t *p, uint64_t v)
-{
-	size_t n = 0;
-
-	while (v >= 0x80) {
-		p[n++] = (uint8_t)(v | 0x80);
-		v >>= 7;
-	}
-	p[n++] = (uint8_t)v;
-	return n;
-}
-
-static size_t dq_vlen(uint64_t v)
-{
-	size_t n = 1;
-
-	while (v >= 0x80) {
-		v >>= 7;
-		n++;
-	}
-	return n;
-}
-
-/* Read a varint at *off (< end); 0 or -EBADMSG (truncated, or more than 64 bits). */
-static int dq_vget(const uint8_t *b, size_t end, size_t *off, uint64_t *v)
-{
-	uint64_t x = 0;
-
-	for (unsigned sh = 0; sh < 64; sh += 7) {
-		uint8_t c;
-
-		if (*off >= end)
-			return -EBADMSG;
-		c = b[(*off)++];
-		if (sh == 63 && c > 1)
-			return -EBADMSG;
-		x |= (uint64_t)(c & 0x7f) << sh;
-		if (!(c & 0x80)) {
-			*v = x;
-			return 0;
-		}
-	}
-	return -EBADMSG;
 }
 
 /* ---- dropout --------------------------------------------------------------------------------- */
@@ -511,9 +462,9 @@ static int dq_dtof(unsigned code)
 /* Fields before the levels (deltadq.h), for the chunk of nr rows at r0; srows capped at nr. */
 static size_t dq_hdr_len(const dq_params *p, size_t cols, size_t r0, size_t nr, size_t srows)
 {
-	return DQ_FIXHDR + dq_vlen(cols) +
-	       (p->keep < p->group ? dq_vlen(p->group) + dq_vlen(p->keep) : 0) +
-	       (srows < nr ? dq_vlen(srows) : 0) + (r0 || p->seed ? dq_vlen(r0) + dq_vlen(p->seed) : 0) +
+	return DQ_FIXHDR + cx_vlen(cols) +
+	       (p->keep < p->group ? cx_vlen(p->group) + cx_vlen(p->keep) : 0) +
+	       (srows < nr ? cx_vlen(srows) : 0) + (r0 || p->seed ? cx_vlen(r0) + cx_vlen(p->seed) : 0) +
 	       1;
 }
 
@@ -529,7 +480,7 @@ static int dq_parse_v1(const uint8_t *b, size_t blen, dq_hdr *h)
 	h->lo = b[6];
 	h->off = DQ_FIXHDR_V1;
 	for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
-		if (dq_vget(b, blen, &h->off, f[i]))
+		if (cx_vget(b, blen, &h->off, f[i]))
 			return -EBADMSG;
 	if (!dq_dtcode((dt_id)h->dt) || !h->nr || h->r0 > UINT64_MAX - h->nr)
 		return -EBADMSG;
@@ -549,12 +500,12 @@ static int dq_parse_v2(const uint8_t *b, size_t blen, dq_hdr *h)
 	h->g = h->keep = DQ_GROUP_MAX;
 	h->srows = UINT64_MAX;
 	h->r0 = h->seed = h->nr = 0;
-	if (dq_vget(b, blen, &h->off, &h->cols) ||
-	    ((b[3] & DQ_F_DROP) && (dq_vget(b, blen, &h->off, &h->g) ||
-				    dq_vget(b, blen, &h->off, &h->keep) || h->keep >= h->g)) ||
-	    ((b[3] & DQ_F_SETS) && dq_vget(b, blen, &h->off, &h->srows)) ||
-	    ((b[3] & DQ_F_KEY) && (dq_vget(b, blen, &h->off, &h->r0) ||
-				   dq_vget(b, blen, &h->off, &h->seed))) ||
+	if (cx_vget(b, blen, &h->off, &h->cols) ||
+	    ((b[3] & DQ_F_DROP) && (cx_vget(b, blen, &h->off, &h->g) ||
+				    cx_vget(b, blen, &h->off, &h->keep) || h->keep >= h->g)) ||
+	    ((b[3] & DQ_F_SETS) && cx_vget(b, blen, &h->off, &h->srows)) ||
+	    ((b[3] & DQ_F_KEY) && (cx_vget(b, blen, &h->off, &h->r0) ||
+				   cx_vget(b, blen, &h->off, &h->seed))) ||
 	    h->off >= blen)
 		return -EBADMSG;
 	memcpy(&e, b + h->off++, 1);
@@ -595,102 +546,6 @@ int dq_blob_params(const void *blob, size_t blen, dq_params *p)
 	p->srows = h.srows > UINT32_MAX ? UINT32_MAX : (uint32_t)h.srows;
 	p->seed = (uint32_t)h.seed;
 	p->support = (uint32_t)h.support;
-	return 0;
-}
-
-/* ---- bit planes ------------------------------------------------------------------------------ */
-
-/* Pack bits [shift, shift + w) of each of the n indices, LSB first. */
-static void dq_pack(uint8_t *out, const uint16_t *idx, size_t n, unsigned shift, unsigned w)
-{
-	uint64_t acc = 0;
-	unsigned nb = 0;
-	uint32_t mask = (1u << w) - 1;
-
-	for (size_t i = 0; i < n; i++) {
-		acc |= (uint64_t)((idx[i] >> shift) & mask) << nb;
-		nb += w;
-		while (nb >= 8) {
-			*out++ = (uint8_t)acc;
-			acc >>= 8;
-			nb -= 8;
-		}
-	}
-	if (nb)
-		*out = (uint8_t)acc;
-}
-
-AI uint32_t dq_get(const uint8_t *p, size_t bitpos, unsigned w)
-{
-	uint64_t v;
-
-	memcpy(&v, p + (bitpos >> 3), 8);
-	return (uint32_t)(v >> (bitpos & 7)) & ((1u << w) - 1);
-}
-
-static size_t dq_plane_len(size_t n, unsigned w)
-{
-	return (n * w + 7) / 8;
-}
-
-/* Write one plane at out: varint clen + zstd frame, or 0 + the raw bytes when zstd does not win;
- * the last plane of a blob without clen (its size is what is left of the blob: raw if exactly the
- * plane's size, else a zstd frame). Returns the bytes written, -ENOBUFS or -ENOMEM. */
-static ssize_t dq_put_plane(cx_ctx *cx, ZSTD_CCtx *cc, uint8_t *out, size_t cap,
-			    const uint8_t *pl, size_t len, int last)
-{
-	uint8_t v[DQ_VMAX];
-	size_t z, vl;
-
-	if (cap > DQ_VMAX + 1) {
-		ssize_t c = cx_zstd_plane(cx, cc, out + DQ_VMAX,
-					  cap - DQ_VMAX < len ? cap - DQ_VMAX : len, pl, len, 0);
-		if (c < 0)
-			return c;
-		z = (size_t)c;
-		if (z && (last ? z < len : z + dq_vlen(z) < len + 1)) {
-			vl = last ? 0 : dq_vput(v, z);
-			memmove(out + vl, out + DQ_VMAX, z);
-			memcpy(out, v, vl);
-			return (ssize_t)(vl + z);
-		}
-	}
-	if (cap < len + !last)
-		return -ENOBUFS;
-	if (!last)
-		out[0] = 0;
-	memcpy(out + !last, pl, len);
-	return (ssize_t)(len + !last);
-}
-
-/* Read one plane of len bytes at *off into out (len + DQ_PAD bytes, padding zeroed); `last`: the
- * plane without clen that ends the blob (v2). */
-static int dq_get_plane(cx_ctx *cx, const uint8_t *b, size_t blen, size_t *off, uint8_t *out,
-			size_t len, int last)
-{
-	uint64_t clen;
-	size_t z;
-
-	if (last)
-		clen = blen - *off == len ? 0 : blen - *off;
-	else if (dq_vget(b, blen, off, &clen))
-		return -EBADMSG;
-	memset(out + len, 0, DQ_PAD);
-	if (!clen) {
-		if (blen - *off < len)
-			return -EBADMSG;
-		memcpy(out, b + *off, len);
-		*off += len;
-		return 0;
-	}
-	if (clen > blen - *off || ZSTD_findFrameCompressedSize(b + *off, clen) != clen)
-		return -EBADMSG;
-	z = ZSTD_decompressDCtx(cx->dctx, out, len, b + *off, clen);
-	if (ZSTD_isError(z))
-		return ZSTD_getErrorCode(z) == ZSTD_error_memory_allocation ? -ENOMEM : -EBADMSG;
-	if (z != len)
-		return -EBADMSG;
-	*off += clen;
 	return 0;
 }
 
@@ -989,7 +844,7 @@ size_t dq_bound(size_t nr, size_t cols, unsigned esize)
 	/* Kept values take at most 16 bits whatever the element size, so esize only matters through
 	 * the caller's choice of nr. */
 	(void)esize;
-	return DQ_HDR_MAX + nr * ((size_t)4 << DQ_KMEANS_MAXBITS) + 2 * (DQ_VMAX + 1) + 2 * nr * cols +
+	return DQ_HDR_MAX + nr * ((size_t)4 << DQ_KMEANS_MAXBITS) + 2 * (CX_VMAX + 1) + 2 * nr * cols +
 	       2;
 }
 
@@ -1084,15 +939,15 @@ static size_t dq_set_kept(dt_id dt, const uint8_t *base, size_t cols, size_t nr,
 static ssize_t dq_put_planes(cx_ctx *cx, ZSTD_CCtx *cc, uint8_t *out, size_t cap, uint8_t *work,
 			     const uint16_t *idx, size_t n, unsigned bits, unsigned lo)
 {
-	size_t hl = dq_plane_len(n, bits - lo);
+	size_t hl = cx_plane_len(n, bits - lo);
 	ssize_t a, b = 0;
 
-	dq_pack(work, idx, n, lo, bits - lo);
-	a = dq_put_plane(cx, cc, out, cap, work, hl, !lo);
+	cx_pack(work, idx, n, lo, bits - lo);
+	a = cx_put_plane(cx, cc, out, cap, work, hl, !lo);
 	if (a < 0 || !lo)
 		return a;
-	dq_pack(work, idx, n, 0, lo);
-	b = dq_put_plane(cx, cc, out + a, cap - (size_t)a, work, dq_plane_len(n, lo), 1);
+	cx_pack(work, idx, n, 0, lo);
+	b = cx_put_plane(cx, cc, out + a, cap - (size_t)a, work, cx_plane_len(n, lo), 1);
 	return b < 0 ? b : a + b;
 }
 
@@ -1120,7 +975,7 @@ ssize_t dq_encode(cx_ctx *cx, void *dst, size_t cap, const void *ft, const void 
 	}
 	nlev = dq_nlev_stored(DQ_VERSION, p->quant, p->bits);
 	lvsz = dq_lvsize(DQ_VERSION, p->bits);
-	pcap = dq_plane_len(n, p->bits) + 2 * (DQ_VMAX + 1) + 2;
+	pcap = cx_plane_len(n, p->bits) + 2 * (CX_VMAX + 1) + 2;
 	wcap = kmax * (sizeof(float) + sizeof(double)) + 16;
 	if (wcap < pcap)
 		wcap = pcap;
@@ -1150,16 +1005,16 @@ ssize_t dq_encode(cx_ctx *cx, void *dst, size_t cap, const void *ft, const void 
 			 (p->support ? DQ_SUPPORT : 0));
 	/* d[4] = bits - 1 | lo << 4, below */
 	off = DQ_FIXHDR;
-	off += dq_vput(d + off, cols);
+	off += cx_vput(d + off, cols);
 	if (p->keep < p->group) {
-		off += dq_vput(d + off, p->group);
-		off += dq_vput(d + off, p->keep);
+		off += cx_vput(d + off, p->group);
+		off += cx_vput(d + off, p->keep);
 	}
 	if (srows < nr)
-		off += dq_vput(d + off, srows);
+		off += cx_vput(d + off, srows);
 	if (r0 || p->seed) {
-		off += dq_vput(d + off, r0);
-		off += dq_vput(d + off, p->seed);
+		off += cx_vput(d + off, r0);
+		off += cx_vput(d + off, p->seed);
 	}
 	/* The levels' scale 2^e puts the largest kept value at 2^12..2^13 in F16: every stored value
 	 * (levels within the values' range, a zero step at most 4 rms, a uniform step at most the
@@ -1254,7 +1109,7 @@ AI void dq_unpack_w(uint16_t *restrict idx, const uint8_t *restrict p, size_t n,
 		}
 	}
 	for (; i < n; i++) {
-		uint16_t v = (uint16_t)dq_get(p, i * w, w);
+		uint16_t v = (uint16_t)cx_bits(p, i * w, w);
 
 		idx[i] = merge ? (uint16_t)(idx[i] << w | v) : v;
 	}
@@ -1405,7 +1260,7 @@ AI void dq_apply_support(int dt, int has_lut, uint8_t *restrict out, const uint8
 /* The planes as dense decode reads them: the level index of kept value k (blob order) is bits
  * [k * wh, (k + 1) * wh) of hp, then (lo plane, wl > 0) shifted left by wl with bits
  * [k * wl, (k + 1) * wl) of lp or'ed in: what dq_unpack's two passes give, read in place. Each
- * plane has DQ_PAD zero bytes after it for dq_get's 8-byte loads. */
+ * plane has CX_PAD zero bytes after it for dq_get's 8-byte loads. */
 typedef struct dq_planes {
 	const uint8_t *hp, *lp;
 	unsigned wh, wl;
@@ -1413,12 +1268,12 @@ typedef struct dq_planes {
 
 AI uint32_t dq_q(const dq_planes *pl, size_t k)
 {
-	uint32_t q = dq_get(pl->hp, k * pl->wh, pl->wh);
+	uint32_t q = cx_bits(pl->hp, k * pl->wh, pl->wh);
 
-	return pl->wl ? q << pl->wl | dq_get(pl->lp, k * pl->wl, pl->wl) : q;
+	return pl->wl ? q << pl->wl | cx_bits(pl->lp, k * pl->wl, pl->wl) : q;
 }
 
-/* 64 bits of plane p from bit bitpos on (the low 57 at least are valid; DQ_PAD covers the load). */
+/* 64 bits of plane p from bit bitpos on (the low 57 at least are valid; CX_PAD covers the load). */
 AI uint64_t dq_get64(const uint8_t *p, size_t bitpos)
 {
 	uint64_t v;
@@ -1447,7 +1302,7 @@ AI void dq_levels(int one, float *restrict lv, const dq_planes *pl, size_t k0, s
 		l0 = (dq_u32x4){ u0, u0, u0, u0 };
 		x = l0 ^ u1;
 		for (; j + 8 <= n; j += 8) {
-			const uint32_t by = dq_get(pl->hp, k0 + j, 8);
+			const uint32_t by = cx_bits(pl->hp, k0 + j, 8);
 			const dq_u32x4 bv = { by, by, by, by };
 			dq_u32x4 v0 = l0 ^ (x & (dq_u32x4)((bv & m0) != 0));
 			dq_u32x4 v1 = l0 ^ (x & (dq_u32x4)((bv & m1) != 0));
@@ -1663,9 +1518,9 @@ int dq_decode(cx_ctx *cx, void *dst, size_t n, const void *blob, size_t blen, co
 		return -EBADMSG;
 	h.srows = srows;
 	h.off += nsets * nlev * lvsz;
-	hl = dq_plane_len(nk, h.bits - h.lo);
-	ll = h.lo ? dq_plane_len(nk, h.lo) : 0;
-	planes = cx_scratch(cx, DQ_S_PLANES, hl + ll + 2 * DQ_PAD);
+	hl = cx_plane_len(nk, h.bits - h.lo);
+	ll = h.lo ? cx_plane_len(nk, h.lo) : 0;
+	planes = cx_scratch(cx, DQ_S_PLANES, hl + ll + 2 * CX_PAD);
 	if (h.support) /* + 1: nk may be 0 */
 		idx = cx_scratch(cx, DQ_S_IDX, (nk + 1) * sizeof *idx);
 	else /* two float rows and a row's level values (dq_apply_dense) */
@@ -1675,9 +1530,9 @@ int dq_decode(cx_ctx *cx, void *dst, size_t n, const void *blob, size_t blen, co
 					  sizeof *drow);
 	if (!planes || (h.support ? !idx : !drow))
 		return -ENOMEM;
-	if ((rc = dq_get_plane(cx, b, blen, &h.off, planes, hl, h.ver > 1 && !h.lo)))
+	if ((rc = cx_get_plane(cx, b, blen, &h.off, planes, hl, h.ver > 1 && !h.lo)))
 		return rc;
-	if (h.lo && (rc = dq_get_plane(cx, b, blen, &h.off, planes + hl + DQ_PAD, ll, h.ver > 1)))
+	if (h.lo && (rc = cx_get_plane(cx, b, blen, &h.off, planes + hl + CX_PAD, ll, h.ver > 1)))
 		return rc;
 	if (h.off != blen)
 		return -EBADMSG;
@@ -1715,7 +1570,7 @@ int dq_decode(cx_ctx *cx, void *dst, size_t n, const void *blob, size_t blen, co
 				lut[s * nlut + j] = dq_ulevel(u.mn, u.step, (uint32_t)j);
 	}
 	if (!h.support) {
-		const dq_planes pl = { planes, planes + hl + DQ_PAD, h.bits - h.lo, h.lo };
+		const dq_planes pl = { planes, planes + hl + CX_PAD, h.bits - h.lo, h.lo };
 		const int sparse = h.keep < h.g && (dq_decode_path ? dq_decode_path == 2
 						   : 64 * h.keep <= DQ_SPARSE_MAX64 * h.g);
 
@@ -1728,7 +1583,7 @@ int dq_decode(cx_ctx *cx, void *dst, size_t n, const void *blob, size_t blen, co
 	}
 	dq_unpack(idx, planes, nk, h.bits - h.lo, 0);
 	if (h.lo)
-		dq_unpack(idx, planes + hl + DQ_PAD, nk, h.lo, 1);
+		dq_unpack(idx, planes + hl + CX_PAD, nk, h.lo, 1);
 	switch (h.dt) {
 	case DT_F32: dq_support_DT_F32(dst, base, &h, idx, lut, uset); break;
 	case DT_F16: dq_support_DT_F16(dst, base, &h, idx, lut, uset); break;
