@@ -13,12 +13,20 @@ downloading weights.  The statistics matter as much as the shapes, since the cod
             k is solved from the expected norms so that ||dW|| / ||W|| over the whole model equals
             --delta.  After rounding to BF16 many of these small deltas vanish, as in real fine-tunes;
             the realised figures are reported on stderr.
+  --lora R  a merged LoRA fine-tune instead: every matrix's dW = k * layer_t * rms(W_t) * (c B A
+            + 0.02 z'), B [out, R] and A [R, in] N(0,1), c normalising ||c B A||^2 to the matrix's
+            element count exactly, so the dense noise z' is 2% of the low-rank part's norm (a
+            merged adapter is never exactly low-rank once trained in, nor after rounding).  1-D
+            tensors (the norms) get no delta, as LoRA leaves them frozen; k still makes ||dW||/||W||
+            over the whole model (norms included in ||W||) equal --delta.
 
 Determinism: every random stream is a numpy PCG64 seeded from sha256(role, seed, tensor name) and,
 for the bulk values, the index of a fixed-size chunk of rows.  So a tensor's bytes depend only on
 (seed, name, shape), never on tensor order, thread count or timing; the base of a fine-tune is
 regenerated bit-identically from its seed, which is what makes `--seed 1` and `--seed 1
---finetune 7` a base/fine-tune pair.
+--finetune 7` a base/fine-tune pair.  The LoRA product B A is summed one rank at a time with
+elementwise float32 multiply-adds rather than a BLAS matmul, whose rounding may vary with the
+machine's kernels, so a --lora fine-tune is bit-identical everywhere too.
 
 Speed and memory: the model is produced chunk by chunk (a few million elements each) on a thread
 pool (numpy releases the GIL inside its generators and ufuncs) and written in order through a small
@@ -64,6 +72,9 @@ examples:
   # benchmarks: a ~1 GB base and a fine-tune of it (delta 1%% of the weights' norm)
   genmodel.py --preset 1g --seed 1 --out base.safetensors
   genmodel.py --preset 1g --seed 1 --finetune 7 --delta 0.01 --out ft.safetensors
+
+  # a merged rank-16 LoRA fine-tune of the same base (matrices only, norms unchanged)
+  genmodel.py --preset 1g --seed 1 --finetune 7 --lora 16 --out lora.safetensors
 
   # LLaMA-7B shapes (13.5 GB), overriding the depth; F16 instead of BF16
   genmodel.py --preset 7b --layers 4 --dtype F16 --out small7b.safetensors
@@ -167,28 +178,57 @@ class BaseTensor:
         return z
 
 
-class DeltaTensor:
-    """Per-tensor scales of a fine-tune's delta: rms(dW_t) = k * layer_t * rms(W_t), per row drow."""
+# --lora: the dense noise added to the merged low-rank product, relative to its norm.
+LORA_NOISE = 0.02
 
-    def __init__(self, ft_seed, base, layers):
+
+class DeltaTensor:
+    """Per-tensor scales of a fine-tune's delta: rms(dW_t) = k * layer_t * rms(W_t), per row drow;
+    with lora (a rank), a matrix's factors B and A instead, and no delta on 1-D tensors."""
+
+    def __init__(self, ft_seed, base, layers, lora=None):
         self.name, self.shape = base.name, base.shape
         g = rng_for("delta-meta", ft_seed, base.name)
         self.layer = 0.5 + layer_position(base.name, layers)
-        drow = np.exp(g.normal(0.0, 0.5, base.shape[0])).astype(np.float32)
-        drow /= np.sqrt(np.mean(drow.astype(np.float64) ** 2))
         size = int(np.prod(base.shape))
         self.rms_w = np.sqrt(base.expected_sq / size)
-        self.drow = drow
+        self.frozen = lora is not None and len(base.shape) == 1
+        self.lora_b = None
+        if lora is not None and not self.frozen:
+            rows, cols = base.shape
+            b = g.standard_normal((rows, lora), dtype=np.float32)
+            a = g.standard_normal((lora, cols), dtype=np.float32)
+            # ||B A||_F^2 = trace((B^T B)(A A^T)), exact in float64 at the cost of two R x R Grams.
+            bb, aa = b.T.astype(np.float64) @ b, a.astype(np.float64) @ a.T
+            b *= np.float32(np.sqrt(size / np.sum(bb * aa)))
+            self.lora_b, self.lora_a = b, a
+        else:
+            drow = np.exp(g.normal(0.0, 0.5, base.shape[0])).astype(np.float32)
+            drow /= np.sqrt(np.mean(drow.astype(np.float64) ** 2))
+            self.drow = drow
         self.k = None  # set once the whole model's norms are known (solve_delta_scale)
 
     def unscaled_sq(self):
-        return (self.layer * self.rms_w) ** 2 * int(np.prod(self.shape))
+        if self.frozen:
+            return 0.0
+        noise = 1.0 + LORA_NOISE ** 2 if self.lora_b is not None else 1.0
+        return (self.layer * self.rms_w) ** 2 * int(np.prod(self.shape)) * noise
 
     def chunk(self, ft_seed, i, rows_per_chunk):
         n = min(rows_per_chunk, self.shape[0] - i * rows_per_chunk)
         shape = (n,) if len(self.shape) == 1 else (n, self.shape[1])
+        if self.frozen:
+            return np.zeros(shape, np.float32)
         d = rng_for("delta", ft_seed, self.name, i).standard_normal(shape, dtype=np.float32)
         scale = np.float32(self.k * self.layer * self.rms_w)
+        if self.lora_b is not None:
+            d *= np.float32(LORA_NOISE) * scale
+            b = self.lora_b[i * rows_per_chunk:i * rows_per_chunk + n] * scale
+            term = np.empty_like(d)
+            for r in range(b.shape[1]):
+                np.multiply(b[:, r, None], self.lora_a[r], out=term)
+                d += term
+            return d
         rows = self.drow[i * rows_per_chunk:i * rows_per_chunk + n] * scale
         if len(self.shape) == 1:
             d *= rows
@@ -481,6 +521,9 @@ def parse_args(argv):
                    help="write a fine-tune of the --seed base: W + dW with dW from this seed")
     p.add_argument("--delta", type=float, default=0.01, metavar="REL",
                    help="||dW||/||W|| over the whole model, before rounding (default 0.01)")
+    p.add_argument("--lora", type=int, metavar="RANK",
+                   help="with --finetune: each matrix's dW is a merged rank-RANK LoRA B A plus 2%% "
+                        "dense noise; 1-D tensors unchanged")
     out = p.add_mutually_exclusive_group(required=True)
     out.add_argument("--out", metavar="FILE", help="write one .safetensors file")
     out.add_argument("--hf-dir", metavar="DIR",
@@ -499,6 +542,8 @@ def parse_args(argv):
         p.error("--shards needs --hf-dir")
     if args.delta < 0:
         p.error("--delta must be >= 0")
+    if args.lora is not None and (args.finetune is None or args.lora < 1):
+        p.error("--lora needs --finetune and a rank >= 1")
     cfg = dict(PRESETS[args.preset])
     for key in ("hidden", "intermediate", "layers", "heads", "vocab"):
         if getattr(args, key) is not None:
@@ -514,7 +559,7 @@ def main(argv):
     bases = [BaseTensor(args.seed, n, s) for n, s in tensor_specs(cfg)]
     deltas = [None] * len(bases)
     if args.finetune is not None:
-        deltas = [DeltaTensor(args.finetune, b, cfg["layers"]) for b in bases]
+        deltas = [DeltaTensor(args.finetune, b, cfg["layers"], args.lora) for b in bases]
         solve_delta_scale(bases, deltas, args.delta)
     entries = list(zip(bases, deltas))
     total = sum(int(np.prod(b.shape)) for b in bases) * DTYPES[args.dtype]
