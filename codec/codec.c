@@ -26,6 +26,7 @@ static const struct {
 	[CX_DELTADQ] = { "deltadq", &dq_ops },
 	[CX_PALETTE] = { "palette", &pal_ops },
 	[CX_SPP] = { "spp", &spp_ops },
+	[CX_LOWRANK] = { "lowrank", &lr_ops },
 };
 
 #define CX_NCODECS (sizeof cx_codecs / sizeof cx_codecs[0])
@@ -145,6 +146,12 @@ ssize_t cx_zstd_plane(cx_ctx *ctx, ZSTD_CCtx *cctx, uint8_t *dst, size_t cap, co
 
 int cx_decode(cx_ctx *ctx, void *dst, size_t n, const void *blob, size_t blen, const void *base)
 {
+	return cx_decode_shared(ctx, dst, n, blob, blen, base, NULL, 0);
+}
+
+int cx_decode_shared(cx_ctx *ctx, void *dst, size_t n, const void *blob, size_t blen,
+		     const void *base, const void *shared, size_t slen)
+{
 	const struct cx_codec_ops *ops;
 
 	if (!ctx || (!dst && n))
@@ -152,7 +159,18 @@ int cx_decode(cx_ctx *ctx, void *dst, size_t n, const void *blob, size_t blen, c
 	ops = cx_ops_of(blob, blen);
 	if (!ops)
 		return -EBADMSG;
+	if (ops->decode_shared)
+		return ops->decode_shared(ctx, dst, n, blob, blen, base, shared, slen);
 	return ops->decode(ctx, dst, n, blob, blen, base);
+}
+
+int cx_needs_shared(const void *blob, size_t blen)
+{
+	const struct cx_codec_ops *ops = cx_ops_of(blob, blen);
+
+	if (!ops)
+		return -EBADMSG;
+	return ops->needs_shared ? ops->needs_shared(blob, blen) : 0;
 }
 
 int cx_needs_base(const void *blob, size_t blen)

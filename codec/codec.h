@@ -31,9 +31,10 @@
 /* Numeric values are on disk: append only. */
 typedef enum {
 	CX_LOSSLESS = 1, /* codec/lossless.h: raw, byte-grouped zstd, XOR/SUB delta against a base */
-	CX_DELTADQ = 2,  /* codec/deltadq.h (issue 4) */
-	CX_PALETTE = 3,  /* codec/palette.h (issue 5) */
+	CX_DELTADQ = 2,  /* codec/deltadq.h: group-wise dropout and separate quantization */
+	CX_PALETTE = 3,  /* codec/palette.h: k-means levels of a lossy base */
 	CX_SPP = 4,      /* codec/spp.h: support-only delta over a pruned base */
+	CX_LOWRANK = 5,  /* codec/lowrank.h: truncated SVD of a delta, mixed-precision factors */
 } cx_codec;
 
 /* Per-thread scratch space: zstd contexts and work buffers, reused across calls so that the hot
@@ -46,6 +47,16 @@ void cx_ctx_free(cx_ctx *ctx);
 /* Decode any blob into exactly n bytes at dst. base is the decoded base chunk (n bytes) for a
  * blob that needs one (cx_needs_base), else ignored and may be NULL. */
 int cx_decode(cx_ctx *ctx, void *dst, size_t n, const void *blob, size_t blen, const void *base);
+
+/* As cx_decode, for a blob that may need its segment's shared blob (cx_needs_shared): a low-rank
+ * chunk's factors, one blob shared by every chunk of its matrix. shared may be NULL (slen 0) for
+ * a blob that needs none; given to one that needs none, it is ignored. */
+int cx_decode_shared(cx_ctx *ctx, void *dst, size_t n, const void *blob, size_t blen,
+		     const void *base, const void *shared, size_t slen);
+
+/* 1 if the blob decodes only with its segment's shared blob, 0 if not, -EBADMSG if the blob's
+ * header is unreadable. */
+int cx_needs_shared(const void *blob, size_t blen);
 
 /* 1 if the blob is a delta that needs its base chunk to decode, 0 if not, -EBADMSG if the blob's
  * header is unreadable. */

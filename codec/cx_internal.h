@@ -114,18 +114,26 @@ ssize_t cx_put_plane(cx_ctx *cx, ZSTD_CCtx *cc, uint8_t *out, size_t cap, const 
 int cx_get_plane(cx_ctx *cx, const uint8_t *b, size_t blen, size_t *off, uint8_t *out, size_t len,
 		 int last);
 
+/* A codec defines decode or, if its blobs may need their segment's shared blob, decode_shared
+ * (and needs_shared); the other stays NULL. */
 struct cx_codec_ops {
 	/* As cx_decode. */
 	int (*decode)(cx_ctx *ctx, void *dst, size_t n, const void *blob, size_t blen,
 		      const void *base);
+	/* As cx_decode_shared. */
+	int (*decode_shared)(cx_ctx *ctx, void *dst, size_t n, const void *blob, size_t blen,
+			     const void *base, const void *shared, size_t slen);
 	/* As cx_needs_base; blen >= CX_HDR. */
 	int (*needs_base)(const uint8_t *blob, size_t blen);
+	/* As cx_needs_shared; blen >= CX_HDR; NULL: never. */
+	int (*needs_shared)(const uint8_t *blob, size_t blen);
 };
 
 extern const struct cx_codec_ops ll_ops;
 extern const struct cx_codec_ops dq_ops; /* deltadq.c */
 extern const struct cx_codec_ops pal_ops; /* palette.c */
 extern const struct cx_codec_ops spp_ops; /* spp.c */
+extern const struct cx_codec_ops lr_ops; /* lowrank.c */
 
 static inline uint64_t cx_rd64(const uint8_t *p)
 {

@@ -34,6 +34,7 @@
 #include "../codec/deltadq.h"
 #include "../codec/half.h"
 #include "../codec/lossless.h"
+#include "../codec/lowrank.h"
 #include "../codec/palette.h"
 #include "../codec/spp.h"
 #include "reader.h"
@@ -74,7 +75,9 @@ typedef struct unit {
 /* One point of a matrix's rate-distortion curve (codec/alloc.h): dq_plan at one ladder ratio. */
 typedef struct curve_pt {
 	dq_params p;
-	dq_stats st;
+	dq_stats st;  /* of the point's choice: DeltaDQ's, or the low-rank blobs' when lr.buf */
+	lr_blobs lr;
+	lr_stats ls;
 } curve_pt;
 
 /* The DeltaDQ plan of one segment: set by its plan unit, read by its chunk units. */
@@ -85,6 +88,8 @@ typedef struct plan {
 	curve_pt *pts; /* those points (npts), from the plan unit to the choice */
 	size_t npts;
 	pal_table t;  /* CX_PALETTE segments */
+	lr_blobs lr;  /* CX_LOWRANK: every blob, encoded by the plan unit; freed with the job */
+	int planned;  /* set before the workers start: this segment has a plan unit */
 	int done; /* guarded by job.lock; 1 = plan valid, -1 = tensor falls back to lossless */
 } plan;
 
@@ -299,7 +304,7 @@ static int seg_init(mf_seg *sg, uint8_t kind, uint64_t off, uint64_t len, const 
 	sg->base_file = sg->base_seg = -1;
 	sg->nchunks = len ? (uint32_t)((len - 1) / chunk_size + 1) : 0;
 	sg->name = strdup(name);
-	sg->chunks = calloc(sg->nchunks ? sg->nchunks : 1, sizeof *sg->chunks);
+	sg->chunks = calloc(sg->nchunks + MF_MAX_SHARED, sizeof *sg->chunks);
 	return sg->name && sg->chunks ? 0 : -ENOMEM;
 }
 
@@ -328,10 +333,10 @@ static int dq_eligible(const mf_seg *sg)
 static int seg_rechunk(mf_seg *sg, uint32_t cs)
 {
 	uint32_t n = sg->len ? (uint32_t)((sg->len - 1) / cs + 1) : 0;
-	mf_chunk *c = realloc(sg->chunks, (n ? n : 1) * sizeof *c);
+	mf_chunk *c = realloc(sg->chunks, (n + MF_MAX_SHARED) * sizeof *c);
 	if (!c)
 		return -ENOMEM;
-	memset(c, 0, (n ? n : 1) * sizeof *c);
+	memset(c, 0, (n + MF_MAX_SHARED) * sizeof *c);
 	sg->chunks = c;
 	sg->chunk_size = cs;
 	sg->nchunks = n;
@@ -464,11 +469,34 @@ static int flush(worker *w, df_err *err)
 	return rc;
 }
 
+/* Hash the blob of ch (ch->blen bytes at p, in the worker's arena) into ch and queue it for the
+ * next batch write. */
+static int batch_add(worker *w, mf_chunk *ch, uint8_t *p, df_err *err)
+{
+	store_hash(p, ch->blen, ch->hash);
+	if (w->nbatch == w->capbatch) {
+		size_t c2 = w->capbatch ? w->capbatch * 2 : 64;
+		store_blob *nb = realloc(w->batch, c2 * sizeof *nb);
+		if (!nb)
+			return df_errf(err, -ENOMEM, "out of memory");
+		w->batch = nb;
+		w->capbatch = c2;
+	}
+	store_blob *b = &w->batch[w->nbatch++];
+	b->p = p;
+	b->n = ch->blen;
+	memcpy(b->hash, ch->hash, 16);
+	w->batch_bytes += ch->blen;
+	return w->batch_bytes >= ING_BATCH_BYTES ? flush(w, err) : 0;
+}
+
+
 /* Probe inputs for a matrix of `cols` columns: the user's calibration rows when the calibration
  * file has a tensor named like the weight (or its module: the name without ".weight"), else
  * Gaussian rows seeded by the tensor's name, so a re-ingest chooses the same parameters. */
-static float *probes(const job *j, const mf_seg *sg, size_t cols, size_t *nprobe)
+static float *probes(const job *j, const mf_seg *sg, size_t cols, size_t *nprobe, int *calibrated)
 {
+	*calibrated = 0;
 	if (j->calib) {
 		size_t nl = strlen(sg->name);
 		for (size_t i = 0; i < j->calib->ntensors; i++) {
@@ -484,6 +512,7 @@ static float *probes(const job *j, const mf_seg *sg, size_t cols, size_t *nprobe
 			if (x)
 				memcpy(x, j->calib_map + j->calib->data_start + t->begin, t->end - t->begin);
 			*nprobe = x ? t->shape[0] : 0;
+			*calibrated = 1;
 			return x;
 		}
 	}
@@ -550,6 +579,70 @@ static int pal_plan_unit(worker *w, const unit *u, df_err *err)
 	return rc;
 }
 
+/* The low-rank candidate (codec/lowrank.h) of matrix sg at `target` bytes, planned on the same
+ * probes as DeltaDQ; with calibration rows, input channel j weighs sqrt(mean X_ij^2) in its SVD.
+ * 0 with *lb and *ls filled, or the codec's refusal (-EDOM, -ERANGE) or failure. */
+static int lr_candidate(worker *w, const mf_seg *sg, const uint8_t *ft, const uint8_t *base,
+			const float *X, size_t nprobe, int calibrated, double target, lr_blobs *lb,
+			lr_stats *ls)
+{
+	size_t rows = sg->shape[0], cols = sg->shape[1];
+	float *wt = calibrated ? calloc(cols, sizeof *wt) : NULL;
+	if (calibrated && !wt)
+		return -ENOMEM;
+	for (size_t i = 0; wt && i < nprobe; i++)
+		for (size_t c = 0; c < cols; c++)
+			wt[c] += X[i * cols + c] * X[i * cols + c];
+	for (size_t c = 0; wt && c < cols; c++)
+		wt[c] = sqrtf(wt[c] / (float)nprobe);
+	int rc = lr_plan(w->cx, ft, base, (dt_id)sg->dtype, rows, cols,
+			 sg->chunk_size / (cols * dt_size(sg->dtype)), wt, X, nprobe, target, lb, ls);
+	free(wt);
+	return rc;
+}
+
+/* Segment sg becomes low-rank with the blobs lb (the plan keeps them for the chunk units); its
+ * factor blob, when it has several chunks, is the segment's shared chunk, queued here. */
+static int lr_adopt(worker *w, mf_seg *sg, plan *pl, lr_blobs *lb, const lr_stats *ls,
+		    df_err *err)
+{
+	uint8_t *p;
+	int rc = 0;
+
+	pl->lr = *lb;
+	memset(lb, 0, sizeof *lb);
+	sg->codec = CX_LOWRANK;
+	float score = sg->q.score; /* the allocation's, kept */
+	memset(&sg->q, 0, sizeof sg->q);
+	sg->q.score = score;
+	sg->q.delta_rel_err = (float)ls->delta_rel_err;
+	sg->q.output_rel_err = (float)ls->output_rel_err;
+	sg->q.bits = (float)ls->bits_per_weight;
+	sg->q.params[0] = ls->rank;
+	for (unsigned b = 1; b <= LR_MAXBITS; b++)
+		sg->q.params[1 + (b - 1) / 4] |= (ls->bands[b] > 255 ? 255 : ls->bands[b])
+						 << (8 * ((b - 1) % 4));
+	if (pl->lr.nchunks > 1) {
+		mf_chunk *ch = &sg->chunks[sg->nchunks];
+		ch->flags = MF_CHUNK_BLOB;
+		ch->blen = (uint32_t)pl->lr.len[pl->lr.nchunks];
+		if (!(rc = arena_room(w, ch->blen, &p, err))) {
+			memcpy(p, pl->lr.buf + pl->lr.off[pl->lr.nchunks], ch->blen);
+			sg->nshared = 1;
+			rc = batch_add(w, ch, p, err);
+		}
+	}
+	return rc;
+}
+
+/* Which of DeltaDQ's plan (st) and the low-rank one (ls) errs less, by the output error on the
+ * probes (on calibration rows, the layer's real error). */
+static int lr_wins(const lr_stats *ls, const dq_stats *st)
+{
+	return ls->output_rel_err < st->output_rel_err ||
+	       (ls->output_rel_err == st->output_rel_err && ls->delta_rel_err < st->delta_rel_err);
+}
+
 /* What `deltafs info` shows of a DeltaDQ matrix: its plan and measured errors. */
 static void seg_quality(mf_seg *sg, const dq_params *p, const dq_stats *st)
 {
@@ -565,7 +658,7 @@ static void seg_quality(mf_seg *sg, const dq_params *p, const dq_stats *st)
 /* The curve allocation's choice (codec/alloc.h), once every matrix's ladder is planned: one point
  * per matrix by al_choose, its plan kept for the encode (no second dq_plan). Matrices that fell
  * back to lossless (or whose planning failed: the job fails then) are left out of the budget. */
-static int curve_choose(job *j, df_err *err)
+static int curve_choose(worker *wk, job *j, df_err *err)
 {
 	size_t n = 0, *np = calloc(j->ncurve, sizeof *np), *pick = calloc(j->ncurve, sizeof *pick);
 	size_t *ix = calloc(j->ncurve, sizeof *ix);
@@ -598,8 +691,13 @@ static int curve_choose(job *j, df_err *err)
 				     j->curve_R, strerror(-r));
 		for (size_t i = 0; !rc && i < n; i++) {
 			plan *pl = j->cpl[ix[i]];
-			pl->p = pl->pts[pick[i]].p;
-			seg_quality(j->csg[ix[i]], &pl->p, &pl->pts[pick[i]].st);
+			curve_pt *pt = &pl->pts[pick[i]];
+			if (pt->lr.buf) {
+				rc = lr_adopt(wk, j->csg[ix[i]], pl, &pt->lr, &pt->ls, err);
+			} else {
+				pl->p = pt->p;
+				seg_quality(j->csg[ix[i]], &pl->p, &pt->st);
+			}
 		}
 	}
 	free(np);
@@ -614,19 +712,22 @@ static int curve_choose(job *j, df_err *err)
 /* A curve plan unit finished (planned, fell back to lossless, or failed): the last one chooses
  * for all and releases their chunk units. Plan units precede every chunk unit in the queue, so
  * by the time a worker waits on a chunk, every plan unit is running or done. */
-static void curve_done(job *j)
+static void curve_done(worker *w, job *j)
 {
 	df_err err = {{0}};
 	int rc = 0;
 
 	if (atomic_fetch_sub(&j->curves_left, 1) != 1)
 		return;
-	if (!atomic_load(&j->failed) && (rc = curve_choose(j, &err)))
+	if (!atomic_load(&j->failed) && (rc = curve_choose(w, j, &err)))
 		job_fail(j, rc, &err);
 	pthread_mutex_lock(&j->lock);
 	for (size_t i = 0; i < j->ncurve; i++) {
 		plan *pl = j->cpl[i];
-		pl->done = !rc && pl->npts && j->csg[i]->codec == CX_DELTADQ ? 1 : -1;
+		pl->done = !rc && pl->npts && (j->csg[i]->codec == CX_DELTADQ ||
+						 j->csg[i]->codec == CX_LOWRANK) ? 1 : -1;
+		for (size_t k = 0; pl->pts && k < pl->npts; k++)
+			lr_blobs_free(&pl->pts[k].lr);
 		free(pl->pts);
 		pl->pts = NULL;
 	}
@@ -643,7 +744,8 @@ static int dq_plan_unit(worker *w, const unit *u, df_err *err)
 	plan *pl = &j->plans[u->f][u->s];
 	size_t rows = sg->shape[0], cols = sg->shape[1], nprobe = 0;
 	uint8_t *base = malloc(sg->len);
-	float *X = probes(j, sg, cols, &nprobe);
+	int calibrated;
+	float *X = probes(j, sg, cols, &nprobe, &calibrated);
 	MDB_txn *txn;
 	int rc = base && X ? 0 : df_errf(err, -ENOMEM, "out of memory");
 	if (!rc && !(rc = store_rtxn(j->s, &txn, err))) {
@@ -679,19 +781,60 @@ static int dq_plan_unit(worker *w, const unit *u, df_err *err)
 			} else if (r && r != -ERANGE) { /* a missed ratio is still a measured point */
 				rc = df_errf(err, r, "%s: tensor \"%s\": DeltaDQ cannot encode it: %s",
 					     x->abs, sg->name, strerror(-r));
-			} else if (k + 1 == n) {
+				break;
+			}
+			/* The point's low-rank alternative, at the bytes DeltaDQ spends there: the
+			 * ladder then holds, at each size, the better of the two. */
+			curve_pt *pt = &pl->pts[k];
+			int lrc = j->o->transform == ING_T_DELTADQ || fx.support ? -ENOTSUP
+				: lr_candidate(w, sg, x->map + sg->off, base, X, nprobe, calibrated,
+					       r ? (double)sg->len / lr[k] : (double)pt->st.bytes,
+					       &pt->lr, &pt->ls);
+			if (lrc && lrc != -ENOTSUP && lrc != -EDOM && lrc != -ERANGE) {
+				rc = df_errf(err, lrc, "%s: tensor \"%s\": low-rank planning failed: "
+					     "%s", x->abs, sg->name, strerror(-lrc));
+			} else if (!lrc && (r || j->o->transform == ING_T_LOWRANK ||
+					    lr_wins(&pt->ls, &pt->st))) {
+				pt->st = (dq_stats){pt->ls.delta_rel_err, pt->ls.output_rel_err,
+						    pt->ls.bits_per_weight, pt->ls.bytes};
+			} else {
+				lr_blobs_free(&pt->lr);
+			}
+			if (!rc && k + 1 == n) {
 				pl->npts = n;
 				sg->broken = bz.zeros ? broken : 0;
 			}
 		}
 	} else if (!rc) {
-		int r = dq_plan(w->cx, x->map + sg->off, base, (dt_id)sg->dtype, rows, cols, X, nprobe,
-				pl->ratio > 0 ? pl->ratio : j->o->ratio, &fx, &pl->p, &st);
-		if (r == -ERANGE)
+		double R = pl->ratio > 0 ? pl->ratio : j->o->ratio;
+		int r = j->o->transform == ING_T_LOWRANK ? -ENOTSUP
+			: dq_plan(w->cx, x->map + sg->off, base, (dt_id)sg->dtype, rows, cols, X,
+				  nprobe, R, &fx, &pl->p, &st);
+		lr_blobs lb = {0};
+		lr_stats ls = {0};
+		/* Low-rank at DeltaDQ's real bytes (or the target's, when DeltaDQ missed or was not
+		 * asked for). Not over a pruned base's support: its sum would fill the zeros. */
+		int lrc = j->o->transform == ING_T_DELTADQ || fx.support || r == -EDOM ? -ENOTSUP
+			: lr_candidate(w, sg, x->map + sg->off, base, X, nprobe, calibrated,
+				       r ? (double)sg->len / R : (double)st.bytes, &lb, &ls);
+		if (lrc && lrc != -ENOTSUP && lrc != -EDOM && lrc != -ERANGE)
+			rc = df_errf(err, lrc, "%s: tensor \"%s\": low-rank planning failed: %s",
+				     x->abs, sg->name, strerror(-lrc));
+		else if (!lrc && (r || lr_wins(&ls, &st)))
+			rc = lr_adopt(w, sg, pl, &lb, &ls, err);
+		else if (r == -ENOTSUP) /* low-rank alone was asked for and does not apply */
+			r = dq_plan(w->cx, x->map + sg->off, base, (dt_id)sg->dtype, rows, cols, X,
+				    nprobe, R, &fx, &pl->p, &st);
+		lr_blobs_free(&lb);
+		if (rc || sg->codec == CX_LOWRANK) {
+			/* chosen (or failed) */
+		} else if (r == -ERANGE) {
 			atomic_fetch_add(&j->off_target, 1);
-		if (r == -EDOM) {
+			seg_quality(sg, &pl->p, &st);
+			sg->broken = bz.zeros ? broken : 0;
+		} else if (r == -EDOM) {
 			sg->codec = CX_LOSSLESS; /* non-finite values: stays exact */
-		} else if (r && r != -ERANGE) {
+		} else if (r) {
 			rc = df_errf(err, r, "%s: tensor \"%s\": DeltaDQ cannot encode it: %s", x->abs,
 				     sg->name, strerror(-r));
 		} else {
@@ -702,9 +845,9 @@ static int dq_plan_unit(worker *w, const unit *u, df_err *err)
 	free(base);
 	free(X);
 	if (pl->weight > 0)
-		curve_done(j);
+		curve_done(w, j);
 	else
-		plan_done(j, u, !rc && sg->codec == CX_DELTADQ);
+		plan_done(j, u, !rc && (sg->codec == CX_DELTADQ || sg->codec == CX_LOWRANK));
 	return rc;
 }
 
@@ -755,24 +898,30 @@ static int encode_unit(worker *w, const unit *u, df_err *err)
 			return 0;
 		}
 	}
-	const plan *pl = sg->codec == CX_DELTADQ || sg->codec == CX_PALETTE ? plan_wait(j, u) : NULL;
+	/* The plan unit sets sg->codec; plan_wait orders that before what follows. */
+	const plan *pl = j->plans && j->plans[u->f][u->s].planned ? plan_wait(j, u) : NULL;
 	if (!pl && atomic_load(&j->failed))
 		return 0;
 	const dq_params *dq = pl && sg->codec == CX_DELTADQ ? &pl->p : NULL;
 	const pal_table *pal = pl && sg->codec == CX_PALETTE ? &pl->t : NULL;
+	const lr_blobs *lr = pl && sg->codec == CX_LOWRANK ? &pl->lr : NULL;
 	unsigned es = dt_size(sg->dtype);
 	size_t rowb = sg->ndim == 2 ? (size_t)sg->shape[1] * es : 0;
 	size_t cap = dq ? dq_bound(n / rowb, sg->shape[1], es)
-		   : pal ? pal_bound(n, (dt_id)sg->dtype, pal->bits) : ll_bound(n);
+		   : pal ? pal_bound(n, (dt_id)sg->dtype, pal->bits)
+		   : lr ? lr->len[u->c] : ll_bound(n);
 	uint8_t *blob = NULL;
 	if ((rc = arena_room(w, cap, &blob, err)))
 		return rc;
 	ssize_t blen = dq ? dq_encode(w->cx, blob, cap, src, base, (dt_id)sg->dtype, sg->shape[1],
 				      (size_t)u->c * (sg->chunk_size / rowb), n / rowb, dq)
 		     : pal ? pal_encode(w->cx, blob, cap, src, n, (dt_id)sg->dtype, pal, j->level)
-			   : ll_encode(w->cx, blob, cap, src, n, es, base, j->level);
+		     : lr ? (ssize_t)cap
+			  : ll_encode(w->cx, blob, cap, src, n, es, base, j->level);
+	if (lr) /* encoded with the plan: every chunk's U rows depend on the whole matrix's SVD */
+		memcpy(blob, lr->buf + lr->off[u->c], cap);
 	spp_stats bz;
-	if (blen > 0 && !dq && base && dt_is_float(sg->dtype) &&
+	if (blen > 0 && !dq && !lr && base && dt_is_float(sg->dtype) &&
 	    !spp_measure(base, n / es, (dt_id)sg->dtype, &bz) && bz.zeros) {
 		/* A pruned base: the delta on its support alone (SPP) is usually far smaller; keep
 		 * whichever blob is. Counting the zeros the fine-tune breaks is part of its info. */
@@ -800,21 +949,7 @@ static int encode_unit(worker *w, const unit *u, df_err *err)
 	}
 	ch->flags = MF_CHUNK_BLOB;
 	ch->blen = (uint32_t)blen;
-	store_hash(blob, (size_t)blen, ch->hash);
-	if (w->nbatch == w->capbatch) {
-		size_t c2 = w->capbatch ? w->capbatch * 2 : 64;
-		store_blob *nb = realloc(w->batch, c2 * sizeof *nb);
-		if (!nb)
-			return df_errf(err, -ENOMEM, "out of memory");
-		w->batch = nb;
-		w->capbatch = c2;
-	}
-	store_blob *b = &w->batch[w->nbatch++];
-	b->p = blob;
-	b->n = (size_t)blen;
-	memcpy(b->hash, ch->hash, 16);
-	w->batch_bytes += (size_t)blen;
-	return w->batch_bytes >= ING_BATCH_BYTES ? flush(w, err) : 0;
+	return batch_add(w, ch, blob, err);
 }
 
 static void *worker_main(void *arg)
@@ -1114,6 +1249,7 @@ int ing_add(store *s, const char *name, const char *path, const ing_opts *o, ing
 			mf_seg *sg = &f->segs[t];
 			if ((dq && dq_eligible(sg)) || (pal && pal_eligible(sg))) {
 				sg->codec = dq ? CX_DELTADQ : CX_PALETTE;
+				j.plans[i][t].planned = 1;
 				plan_bytes += sg->len;
 				nunits++;
 				if (dq && seg_rechunk(sg, (uint32_t)(dq_chunk_rows(sg->shape[1],
@@ -1208,7 +1344,8 @@ int ing_add(store *s, const char *name, const char *path, const ing_opts *o, ing
 			uint8_t m2 = sg->nm_m & 4 ? 4 : sg->nm_m & 8 ? 8 : 0;
 			sg->nm_m = sg->zeros && m2 && last % m2 == 0 ? m2 : 0;
 			sg->nm_n = sg->nm_m / 2;
-			if (sg->codec == CX_DELTADQ || sg->codec == CX_PALETTE) {
+			if (sg->codec == CX_DELTADQ || sg->codec == CX_PALETTE ||
+			    sg->codec == CX_LOWRANK) {
 				/* LOSSLESS and SPP blobs are byte-exact */
 				m->files[i].lossless = 0;
 				res->lossy++;
@@ -1217,6 +1354,8 @@ int ing_add(store *s, const char *name, const char *path, const ing_opts *o, ing
 				sg->stored += sg->chunks[c].blen;
 				same &= sg->chunks[c].flags == MF_CHUNK_SAME;
 			}
+			for (uint32_t c = sg->nchunks; c < sg->nchunks + sg->nshared; c++)
+				sg->stored += sg->chunks[c].blen;
 			res->unchanged += same && sg->kind == MF_TENSOR;
 		}
 	rc = store_commit(s, m, o->replace, err);
@@ -1228,12 +1367,18 @@ out_sync:
 	pthread_mutex_destroy(&j.lock);
 	pthread_cond_destroy(&j.cond);
 out:
-	for (size_t i = 0; i < j.ncurve; i++) /* curves not chosen: a failed ingest */
+	for (size_t i = 0; i < j.ncurve; i++) { /* curves not chosen: a failed ingest */
+		for (size_t k = 0; j.cpl[i]->pts && k < j.cpl[i]->npts; k++)
+			lr_blobs_free(&j.cpl[i]->pts[k].lr);
 		free(j.cpl[i]->pts);
+	}
 	free(j.cpl);
 	free(j.csg);
-	for (uint32_t i = 0; j.plans && i < m->nfiles; i++)
+	for (uint32_t i = 0; j.plans && i < m->nfiles; i++) {
+		for (uint32_t t = 0; j.plans[i] && t < m->files[i].nsegs; t++)
+			lr_blobs_free(&j.plans[i][t].lr);
 		free(j.plans[i]);
+	}
 	free(j.plans);
 	free(j.units);
 	rd_free(base);

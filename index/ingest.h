@@ -31,6 +31,8 @@ extern const uint32_t ING_CHUNK_DEFAULT;
  * tests/bench/bench_chunk) and encoded 1.3-1.6x faster. */
 #define ING_LEVEL_DEFAULT 1
 
+enum { ING_T_AUTO = 0, ING_T_DELTADQ = 1, ING_T_LOWRANK = 2 };
+
 /* Gaussian probe rows per matrix when no calibration file is given. */
 #define ING_NPROBE 32
 
@@ -49,6 +51,9 @@ typedef struct ing_opts {
 	double ratio;        /* DeltaDQ: target ratio per matrix (original / stored bytes) */
 	dq_params dq;        /* DeltaDQ: fixed parameters (zero fields: chosen per matrix) */
 	const char *calib;   /* DeltaDQ: safetensors file of probe inputs, or NULL (Gaussian) */
+	/* DeltaDQ: the transforms a matrix may get, ING_T_*: AUTO measures DeltaDQ and low-rank
+	 * (codec/lowrank.h) at the same bytes and keeps the one with the smaller output error. */
+	int transform;
 	/* DeltaDQ bit allocation over the whole checkpoint (codec/alloc.h). alloc 0: every matrix
 	 * at `ratio`. Else the matrices that differ from their base share one budget, `ratio` or
 	 * budget_bits (average bits per weight) if > 0, in the order alloc - 1 (an al_order):

@@ -11,7 +11,9 @@
  *   seg:   u64 off, u64 len, str name, u8 kind, u8 dtype, u8 codec, u8 ndim, u64 shape[ndim],
  *          u32 chunk_size, i32 base_file, i32 base_seg,
  *          f32 delta_rel_err, f32 output_rel_err, f32 bits, f32 score, u32 params[4],
- *          u64 zeros, u64 broken, u8 nm_n, u8 nm_m, u32 nchunks, nchunks x { u8 flags, u32 blen, u8 hash[16] }
+ *          u64 zeros, u64 broken, u8 nm_n, u8 nm_m, u32 nchunks, nchunks x chunk,
+ *          u8 nshared, nshared x chunk (version 4; version 3 has neither and reads as nshared 0)
+ *   chunk: u8 flags, u32 blen, u8 hash[16]
  *   str:   u16 length + bytes (no NUL)
  *   u64 XXH3-64 of every byte before it
  *
@@ -134,6 +136,12 @@ int mf_encode(const manifest *m, uint8_t **buf, size_t *len)
 				w_le(&w, s->chunks[c].blen, 4);
 				w_bytes(&w, s->chunks[c].hash, 16);
 			}
+			w_le(&w, s->nshared, 1);
+			for (uint32_t c = s->nchunks; c < s->nchunks + s->nshared; c++) {
+				w_le(&w, s->chunks[c].flags, 1);
+				w_le(&w, s->chunks[c].blen, 4);
+				w_bytes(&w, s->chunks[c].hash, 16);
+			}
 		}
 	}
 	if (!w.oom)
@@ -221,6 +229,20 @@ static void *r_array(rbuf *r, uint64_t count, size_t size, size_t min_bytes)
 
 #define BAD(...) do { rc = df_errf(err, -EBADMSG, __VA_ARGS__); goto fail; } while (0)
 
+/* Read chunk c of s (flags, blen, hash), adding its blen to s->stored: 0, or 1 if its flags are
+ * not valid for the segment (a SAME chunk needs a base). */
+static int r_chunk(rbuf *r, mf_seg *s, uint32_t c)
+{
+	mf_chunk *ch = &s->chunks[c];
+	ch->flags = (uint8_t)r_le(r, 1);
+	ch->blen = (uint32_t)r_le(r, 4);
+	const uint8_t *h = r_take(r, 16);
+	if (h)
+		memcpy(ch->hash, h, 16);
+	s->stored += ch->blen;
+	return ch->flags > MF_CHUNK_SAME || (ch->flags == MF_CHUNK_SAME && s->base_file < 0);
+}
+
 int mf_decode(const void *buf, size_t len, manifest **out, df_err *err)
 {
 	int rc;
@@ -240,9 +262,9 @@ int mf_decode(const void *buf, size_t len, manifest **out, df_err *err)
 	if (!magic || memcmp(magic, MF_MAGIC, 4))
 		BAD("not a deltafs manifest (bad magic)");
 	unsigned version = (unsigned)r_le(&r, 2);
-	if (version != MF_VERSION)
-		BAD("manifest version %u is not supported (this deltafs reads version %d)", version,
-		    MF_VERSION);
+	if (version != MF_VERSION && version != 3)
+		BAD("manifest version %u is not supported (this deltafs reads versions 3 and %d)",
+		    version, MF_VERSION);
 	m->name = r_str(&r);
 	m->base = r_str(&r);
 	m->uid = r_le(&r, 8);
@@ -301,22 +323,25 @@ int mf_decode(const void *buf, size_t len, manifest **out, df_err *err)
 			s->nm_n = (uint8_t)r_le(&r, 1);
 			s->nm_m = (uint8_t)r_le(&r, 1);
 			uint64_t nchunks = r_le(&r, 4);
-			s->chunks = r_array(&r, nchunks, sizeof *s->chunks, 21);
+			if (!r.bad && nchunks > (r.len - r.pos) / 21)
+				r.bad = 1;
+			if (!r.bad && !(s->chunks = calloc(nchunks + MF_MAX_SHARED, sizeof *s->chunks)))
+				r.bad = 1;
 			if (r.bad)
 				BAD("manifest truncated in file \"%s\" segment %u", f->path ? f->path : "?", j);
 			s->nchunks = (uint32_t)nchunks;
-			for (uint32_t c = 0; c < s->nchunks; c++) {
-				mf_chunk *ch = &s->chunks[c];
-				ch->flags = (uint8_t)r_le(&r, 1);
-				ch->blen = (uint32_t)r_le(&r, 4);
-				const uint8_t *h = r_take(&r, 16);
-				if (h)
-					memcpy(ch->hash, h, 16);
-				if (ch->flags > MF_CHUNK_SAME || (ch->flags == MF_CHUNK_SAME && s->base_file < 0))
+			for (uint32_t c = 0; c < s->nchunks; c++)
+				if (r_chunk(&r, s, c))
 					BAD("file \"%s\" tensor \"%s\": chunk %u has bad flags", f->path,
 					    s->name ? s->name : "", c);
-				s->stored += ch->blen;
-			}
+			s->nshared = version > 3 ? (uint8_t)r_le(&r, 1) : 0;
+			if (s->nshared > MF_MAX_SHARED)
+				BAD("file \"%s\" tensor \"%s\": %u shared blobs", f->path,
+				    s->name ? s->name : "", s->nshared);
+			for (uint32_t c = s->nchunks; c < s->nchunks + s->nshared; c++)
+				if (r_chunk(&r, s, c) || s->chunks[c].flags != MF_CHUNK_BLOB)
+					BAD("file \"%s\" tensor \"%s\": its shared blob has bad flags",
+					    f->path, s->name ? s->name : "");
 			if (r.bad)
 				BAD("manifest truncated in file \"%s\" segment %u", f->path, j);
 			if (s->off != end || s->len > f->size - s->off)
@@ -353,7 +378,8 @@ int mf_peek_base(const void *buf, size_t len, char *out, size_t outlen)
 {
 	rbuf r = {.p = buf, .len = len};
 	const uint8_t *magic = r_take(&r, 4);
-	if (!magic || memcmp(magic, MF_MAGIC, 4) || r_le(&r, 2) != MF_VERSION)
+	uint64_t v;
+	if (!magic || memcmp(magic, MF_MAGIC, 4) || ((v = r_le(&r, 2)) != MF_VERSION && v != 3))
 		return -EBADMSG;
 	size_t n = r_le(&r, 2);
 	r_take(&r, n);
@@ -370,7 +396,8 @@ int mf_peek_uid(const void *buf, size_t len, uint64_t *uid)
 {
 	rbuf r = {.p = buf, .len = len};
 	const uint8_t *magic = r_take(&r, 4);
-	if (!magic || memcmp(magic, MF_MAGIC, 4) || r_le(&r, 2) != MF_VERSION)
+	uint64_t v;
+	if (!magic || memcmp(magic, MF_MAGIC, 4) || ((v = r_le(&r, 2)) != MF_VERSION && v != 3))
 		return -EBADMSG;
 	for (int i = 0; i < 2; i++) /* name, base */
 		r_take(&r, r_le(&r, 2));
@@ -422,7 +449,7 @@ const mf_chunk *mf_blob_next(mf_blob_iter *it)
 		const mf_file *fl = &it->m->files[it->f];
 		for (; it->g < fl->nsegs; it->g++, it->c = 0) {
 			const mf_seg *sg = &fl->segs[it->g];
-			while (it->c < sg->nchunks) {
+			while (it->c < sg->nchunks + sg->nshared) {
 				uint32_t c = it->c++;
 				if (sg->chunks[c].flags == MF_CHUNK_BLOB) {
 					it->sg = sg;

@@ -25,7 +25,8 @@
 
 #include "err.h"
 
-#define MF_VERSION 3 /* 2: sparsity fields per segment; 3: a checksum of the record */
+#define MF_VERSION 4 /* 2: sparsity fields per segment; 3: a checksum of the record; 4: shared blobs */
+#define MF_MAX_SHARED 1
 #define MF_MAX_DIMS 16
 
 enum { MF_HEADER = 0, MF_TENSOR = 1, MF_RAW = 2 };  /* mf_seg.kind */
@@ -47,7 +48,9 @@ typedef struct mf_quality {
 	float bits;           /* average bits per element on disk */
 	float score;          /* importance score used for bit allocation */
 	uint32_t params[4];   /* codec parameters: DeltaDQ group, kept per group, bits, quantizer
-				 (| MF_Q_SUPPORT: over a pruned base's support); palette bits in [2] */
+				 (| MF_Q_SUPPORT: over a pruned base's support); palette bits in [2];
+				 low-rank: rank, then the components of 1..4 bits in the bytes of
+				 [1] (1 bit lowest), of 5..8 bits in those of [2] (255: 255 or more) */
 } mf_quality;
 
 typedef struct mf_seg {
@@ -68,6 +71,10 @@ typedef struct mf_seg {
 	uint64_t zeros, broken;
 	uint8_t nm_n, nm_m;
 	uint32_t nchunks;   /* == ceil(len / chunk_size) */
+	/* Blobs every chunk of the segment needs besides its own (a low-rank matrix's factors):
+	 * chunks[nchunks .. nchunks + nshared), always MF_CHUNK_BLOB, counted in stored. The
+	 * chunks array always has room for MF_MAX_SHARED of them. */
+	uint8_t nshared;
 	mf_chunk *chunks;
 } mf_seg;
 
@@ -117,6 +124,7 @@ uint64_t mf_stored_bytes(const manifest *m);
  *     mf_blob_iter it = { .m = m };
  *     for (const mf_chunk *ch; (ch = mf_blob_next(&it));)
  *         ... it.sg and it.chunk name ch's segment and its index there
+ * Shared blobs come after their segment's chunks (it.chunk >= it.sg->nchunks).
  * Refcounting, gc's recount and the remote tier all want exactly these chunks. */
 typedef struct mf_blob_iter {
 	const manifest *m;

@@ -75,43 +75,66 @@ static const char *seg_label(const mf_seg *sg)
 									    : sg->name;
 }
 
+/* Blob ch of chunk c (or, c == sg->nchunks, of the segment's shared blob) from the store or its
+ * remote, checked against its hash: *p points into the store, or at *fetched (the caller frees). */
+static int get_blob(store *s, MDB_txn *txn, const rd_ckpt *ck, const mf_file *fl, const mf_seg *sg,
+		    uint32_t c, const mf_chunk *ch, const void **p, size_t *blen, void **fetched,
+		    df_err *err)
+{
+	char what[32] = "shared blob";
+	if (c < sg->nchunks)
+		snprintf(what, sizeof what, "chunk %u", c);
+	int rc = store_blob_get(s, txn, ch->hash, p, blen);
+	*fetched = NULL;
+	if (rc == -ENOENT && store_has_fetch(s)) {
+		df_err fe;
+		if ((rc = store_blob_fetch(s, ch->hash, fetched, blen, &fe)))
+			return df_errf(err, rc == -ENOMEM ? -ENOMEM : -EIO, "%s: checkpoint \"%s\" file "
+				       "\"%s\" tensor \"%s\" %s: %s", store_path(s),
+				       ck->mf->name, fl->path, seg_label(sg), what, fe.msg);
+		*p = *fetched;
+	}
+	if (rc)
+		return df_errf(err, -EIO, "%s: checkpoint \"%s\" file \"%s\" tensor \"%s\" %s: "
+			       "blob missing from the store", store_path(s), ck->mf->name, fl->path,
+			       seg_label(sg), what);
+	if (store_blob_check(ch->hash, *p, *blen)) {
+		free(*fetched);
+		*fetched = NULL;
+		return df_errf(err, -EIO, "%s: checkpoint \"%s\" file \"%s\" tensor \"%s\" %s: "
+			       "blob fails its hash (damaged store)", store_path(s), ck->mf->name,
+			       fl->path, seg_label(sg), what);
+	}
+	return 0;
+}
+
 int rd_decode_chunk(cx_ctx *cx, store *s, MDB_txn *txn, const rd_ckpt *ck, uint32_t f, uint32_t s_,
 		    uint32_t c, const void *base, void *dst, df_err *err)
 {
 	const mf_file *fl = &ck->mf->files[f];
 	const mf_seg *sg = &fl->segs[s_];
 	const mf_chunk *ch = &sg->chunks[c];
-	size_t n = rd_chunk_len(sg, c);
+	size_t n = rd_chunk_len(sg, c), blen, slen = 0;
 	if (sg->base_file >= 0 && !base)
 		return df_errf(err, -EINVAL, "internal: chunk needs its base chunk");
 	if (ch->flags == MF_CHUNK_SAME) {
 		memcpy(dst, base, n);
 		return 0;
 	}
-	const void *p;
-	void *fetched = NULL;
-	size_t blen;
-	int rc = store_blob_get(s, txn, ch->hash, &p, &blen);
-	if (rc == -ENOENT && store_has_fetch(s)) {
-		df_err fe;
-		if ((rc = store_blob_fetch(s, ch->hash, &fetched, &blen, &fe)))
-			return df_errf(err, rc == -ENOMEM ? -ENOMEM : -EIO, "%s: checkpoint \"%s\" file "
-				       "\"%s\" tensor \"%s\" chunk %u: %s", store_path(s),
-				       ck->mf->name, fl->path, seg_label(sg), c, fe.msg);
-		p = fetched;
-	}
+	const void *p, *sp = NULL;
+	void *fetched, *sfetched = NULL;
+	int rc = get_blob(s, txn, ck, fl, sg, c, ch, &p, &blen, &fetched, err);
 	if (rc)
-		return df_errf(err, -EIO, "%s: checkpoint \"%s\" file \"%s\" tensor \"%s\" chunk %u: "
-			       "blob missing from the store", store_path(s), ck->mf->name, fl->path,
-			       seg_label(sg), c);
-	if (store_blob_check(ch->hash, p, blen)) {
+		return rc;
+	if (sg->nshared && cx_needs_shared(p, blen) == 1 &&
+	    (rc = get_blob(s, txn, ck, fl, sg, sg->nchunks, &sg->chunks[sg->nchunks], &sp, &slen,
+			   &sfetched, err))) {
 		free(fetched);
-		return df_errf(err, -EIO, "%s: checkpoint \"%s\" file \"%s\" tensor \"%s\" chunk %u: "
-			       "blob fails its hash (damaged store)", store_path(s), ck->mf->name,
-			       fl->path, seg_label(sg), c);
+		return rc;
 	}
-	rc = cx_decode(cx, dst, n, p, blen, sg->base_file >= 0 ? base : NULL);
+	rc = cx_decode_shared(cx, dst, n, p, blen, sg->base_file >= 0 ? base : NULL, sp, slen);
 	free(fetched);
+	free(sfetched);
 	if (rc)
 		return df_errf(err, rc == -ENOMEM ? -ENOMEM : -EIO, "%s: checkpoint \"%s\" file \"%s\" "
 			       "tensor \"%s\" chunk %u: blob does not decode (%s)", store_path(s),
@@ -140,6 +163,8 @@ void rd_hint_chunk(store *s, MDB_txn *txn, const rd_ckpt *ck, uint32_t f, uint32
 	uint32_t first, last;
 	if (sg->chunks[c].flags != MF_CHUNK_SAME)
 		store_blob_hint(s, txn, sg->chunks[c].hash);
+	if (sg->nshared)
+		store_blob_hint(s, txn, sg->chunks[sg->nchunks].hash);
 	if (sg->base_file < 0 || !rd_chunk_len(sg, c))
 		return;
 	rd_base_span(ck, f, s_, c, &first, &last);

@@ -36,6 +36,10 @@ static void usage(FILE *out)
 		"                   2+ dims as 2^bits-entry palettes (--bits); 1-D tensors and\n"
 		"                   everything else stay lossless\n"
 		"  --ratio R        deltadq: target compression per matrix, e.g. 16, 32, 64, 128\n"
+		"  --transform T    deltadq: auto (default: per matrix, DeltaDQ or a low-rank SVD\n"
+		"                   with mixed-precision factors, whichever errs less at the same\n"
+		"                   bytes), deltadq or lowrank (where it applies, else DeltaDQ);\n"
+		"                   --drop, --bits, --group and --quantizer imply deltadq\n"
 		"  --drop P         deltadq: fraction of each group's delta dropped (0 = none)\n"
 		"  --bits K         deltadq: bits per kept value; palette: bits per weight (2..8)\n"
 		"  --group G        deltadq: dropout group size along a row (8..1024)\n"
@@ -79,11 +83,11 @@ int main(int argc, char **argv)
 		{"bits", required_argument, 0, 'B'},   {"group", required_argument, 0, 'G'},
 		{"quantizer", required_argument, 0, 'Q'}, {"calib", required_argument, 0, 'X'},
 		{"budget", required_argument, 0, 'U'},   {"alloc", required_argument, 0, 'A'},
-		{"importance", required_argument, 0, 'I'},
+		{"importance", required_argument, 0, 'I'}, {"transform", required_argument, 0, 'T'},
 		{0, 0, 0, 0},
 	};
 	ing_opts o = {0};
-	int quiet = 0, opt;
+	int quiet = 0, opt, transform = -1;
 	while ((opt = getopt_long(argc, argv, "j:qh", lo, NULL)) != -1) {
 		char *end;
 		switch (opt) {
@@ -194,6 +198,18 @@ int main(int argc, char **argv)
 			}
 			break;
 		case 'I': o.importance = optarg; break;
+		case 'T':
+			if (!strcmp(optarg, "auto")) {
+				transform = ING_T_AUTO;
+			} else if (!strcmp(optarg, "deltadq")) {
+				transform = ING_T_DELTADQ;
+			} else if (!strcmp(optarg, "lowrank")) {
+				transform = ING_T_LOWRANK;
+			} else {
+				fprintf(stderr, "deltafs-add: --transform is auto, deltadq or lowrank\n");
+				return 2;
+			}
+			break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
@@ -236,6 +252,17 @@ int main(int argc, char **argv)
 			"--budget, --alloc and --importance apply to --codec deltadq\n");
 		return 2;
 	}
+	if (transform >= 0 && o.codec != CX_DELTADQ) {
+		fprintf(stderr, "deltafs-add: --transform applies to --codec deltadq\n");
+		return 2;
+	}
+	int fixed = o.dq.bits || o.dq.keep_frac > 0 || o.dq.group || o.dq.quant;
+	if (transform == ING_T_LOWRANK && fixed) {
+		fprintf(stderr, "deltafs-add: --drop, --bits, --group and --quantizer are DeltaDQ's: "
+			"not with --transform lowrank\n");
+		return 2;
+	}
+	o.transform = transform >= 0 ? transform : fixed ? ING_T_DELTADQ : ING_T_AUTO;
 	const char *dir = argv[optind], *name = argv[optind + 1], *path = argv[optind + 2];
 	store *s;
 	rt_tier *t = NULL;

@@ -270,6 +270,20 @@ static int cmd_info(const char *dir, const char *name)
 				printf(" %6.2f %9.4f %9s  bits=%u", sg->stored * 8.0 /
 				       (double)(sg->len / dt_size(sg->dtype)), sg->q.delta_rel_err, "-",
 				       sg->q.params[2]);
+			if (sg->codec == CX_LOWRANK && !eq) {
+				/* rank, then components per bit width, widest first: 3x4b+9x2b */
+				printf(" %6.2f %9.4f %9.5f  rank=%u ", sg->q.bits, sg->q.delta_rel_err,
+				       sg->q.output_rel_err, sg->q.params[0]);
+				const char *sep = "";
+				for (unsigned bw = 8; bw >= 1; bw--) {
+					unsigned nb = sg->q.params[1 + (bw - 1) / 4] >> (8 * ((bw - 1) % 4)) &
+						      0xff;
+					if (nb) {
+						printf("%s%ux%ub", sep, nb, bw);
+						sep = "+";
+					}
+				}
+			}
 			if (sg->codec == CX_DELTADQ && !eq) {
 				unsigned qz = sg->q.params[3] & 0xff;
 				printf(" %6.2f %9.4f %9.5f  g=%u keep=%u bits=%u %s%s", sg->q.bits,
@@ -278,6 +292,8 @@ static int cmd_info(const char *dir, const char *name)
 				       qz == DQ_Q_KMEANS ? "kmeans" : qz == DQ_Q_ZERO ? "zero"
 				       : qz == DQ_Q_PALETTE ? "palette" : "uniform",
 				       sg->q.params[3] & MF_Q_SUPPORT ? " support" : "");
+			}
+			if ((sg->codec == CX_DELTADQ || sg->codec == CX_LOWRANK) && !eq) {
 				if (sg->q.score)
 					printf(" score=%.4f", sg->q.score);
 				lw += (double)sg->len;
@@ -290,7 +306,7 @@ static int cmd_info(const char *dir, const char *name)
 		}
 	}
 	if (lw > 0)
-		printf("\nDeltaDQ matrices: %s -> %s (%.2fx); size-weighted mean relative error: "
+		printf("\nlossy matrices: %s -> %s (%.2fx); size-weighted mean relative error: "
 		       "delta %.4f, output %.5f\n", cli_size(lorig, a), cli_size(lstored, b),
 		       lstored ? (double)lorig / (double)lstored : 0.0, dsum / lw, osum / lw);
 	mf_free(m);

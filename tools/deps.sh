@@ -4,10 +4,11 @@
 # librados-dev builds the remote tier's RADOS backend; ceph-mon, ceph-mgr, ceph-osd and ceph-common
 # run the one-node cluster of tests/remote (the project builds and its other tests run without).
 # libcurl4-openssl-dev builds the S3 backend; radosgw and curl serve and prepare the S3 tests,
-# awscli is what tests/bench/bench_remote.sh compares S3 pushes and reads against.
+# awscli is what tests/bench/bench_remote.sh compares S3 pushes and reads against. liblapacke-dev and
+# libopenblas-dev give codec/lowrank.c its SVD and GEMMs.
 set -e
 PKGS="meson ninja-build pkg-config gcc clang libfuse3-dev fuse3 libzstd-dev libxxhash-dev liblmdb-dev
-      libjansson-dev libssl-dev python3 python3-numpy zstd lmdb-utils
+      libjansson-dev libssl-dev liblapacke-dev libopenblas-dev python3 python3-numpy zstd lmdb-utils
       librados-dev ceph-mon ceph-mgr ceph-osd ceph-common libcurl4-openssl-dev radosgw awscli curl"
 missing=""
 for p in $PKGS; do
