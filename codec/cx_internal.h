@@ -32,8 +32,9 @@
 /* Scratch slots: a codec uses them as it likes within one call; nothing survives between calls
  * except the capacity. Slot CX_S_ZSTD belongs to cx_zstd_plane; the lossless codec, which the SPP
  * codec calls while holding slots 1-3, keeps to slot 0 besides. */
-#define CX_NSCRATCH 5
+#define CX_NSCRATCH 6
 #define CX_S_ZSTD 4
+#define CX_S_STAGE 5 /* a hybrid low-rank blob's intermediate, under the DeltaDQ residual's decode */
 
 struct cx_ctx {
 	ZSTD_DCtx *dctx;

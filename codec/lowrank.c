@@ -29,6 +29,7 @@
 #include <lapacke.h>
 
 #include "cx_internal.h"
+#include "deltadq.h"
 #include "half.h"
 
 /* Above this min(rows, cols), the SVD is of a randomized range of rank LR_OVERSAMPLE above what
@@ -37,9 +38,11 @@
 #define LR_RSVD_MIN 768
 #define LR_OVERSAMPLE 16
 #define LR_POWER_ITERS 2
-/* Components at most: past a few hundred, a row of U costs as much as the chunk's DeltaDQ
- * bytes, and the decoder's V would outgrow its cache. */
-#define LR_KMAX 1024
+/* Components the planner keeps at most. Decode costs K multiply-adds an element:
+ * tests/bench/bench_decode, one 256 x 512 BF16 chunk, one core (GEMM blocked, SSE2/AVX2 clones):
+ * rank 6 1038 MB/s, 14 882, 31 615, 63 450 (the lossless delta: 2523). Past a few hundred the
+ * first read of a matrix would crawl, and DeltaDQ wins there anyway (ratios near 16x). */
+#define LR_PLAN_KMAX 256
 /* Lloyd steps of the uniform quantiser's step size, from the Gaussian-optimal start. */
 #define LR_LLOYD 6
 /* Re-plans on the real encoded bytes (zstd shrinks some planes; headers are exact). */
@@ -160,10 +163,50 @@ static void lr_st(dt_id dt, uint8_t *p, size_t i, float v)
 /* A chunk blob's header: version, and a dtype with no flag but LR_INLINE. */
 static int lr_chunk_hdr(const uint8_t *b)
 {
-	return b[2] == LR_VERSION && !(b[3] & ~(LR_INLINE | 3)) && (b[3] & 3);
+	return b[2] == LR_VERSION && !(b[3] & ~(LR_INLINE | LR_RESID | 3)) && (b[3] & 3);
 }
 
 static const dt_id lr_dtypes[4] = {DT_U8, DT_F16, DT_BF16, DT_F32}; /* by mode bits 0-1 */
+
+/* acc[nr][cp] = A[nr][K] V[K][cp] (cp a multiple of 8). Each element is summed over k in order,
+ * every product rounded before its add (the codec library is built with -ffp-contract=off), so
+ * the bits are the same at any vector width; AVX2 only widens the lanes. Blocks of 4 rows x 8
+ * columns keep their sums in registers across k: one load of V feeds four rows. */
+__attribute__((target_clones("avx2", "default"))) static void
+lr_gemm(const float *A, size_t K, const float *V, size_t cp, size_t nr, float *acc)
+{
+	size_t i = 0;
+
+	for (; i + 4 <= nr; i += 4)
+		for (size_t j = 0; j < cp; j += 8) {
+			lr_f32x8 c0 = {0}, c1 = {0}, c2 = {0}, c3 = {0};
+			const float *a0 = A + i * K, *a1 = a0 + K, *a2 = a1 + K, *a3 = a2 + K;
+			for (size_t k = 0; k < K; k++) {
+				lr_f32x8 v = *(const lr_f32x8 *)(const void *)(V + k * cp + j), t;
+				t = v * a0[k];
+				c0 += t;
+				t = v * a1[k];
+				c1 += t;
+				t = v * a2[k];
+				c2 += t;
+				t = v * a3[k];
+				c3 += t;
+			}
+			*(lr_f32x8 *)(void *)(acc + i * cp + j) = c0;
+			*(lr_f32x8 *)(void *)(acc + (i + 1) * cp + j) = c1;
+			*(lr_f32x8 *)(void *)(acc + (i + 2) * cp + j) = c2;
+			*(lr_f32x8 *)(void *)(acc + (i + 3) * cp + j) = c3;
+		}
+	for (; i < nr; i++)
+		for (size_t j = 0; j < cp; j += 8) {
+			lr_f32x8 c0 = {0};
+			for (size_t k = 0; k < K; k++) {
+				lr_f32x8 t = *(const lr_f32x8 *)(const void *)(V + k * cp + j) * A[i * K + k];
+				c0 += t;
+			}
+			*(lr_f32x8 *)(void *)(acc + i * cp + j) = c0;
+		}
+}
 
 static int lr_decode_impl(cx_ctx *cx, void *dst, size_t n, const void *blob, size_t blen,
 			  const void *base, const void *shared, size_t slen)
@@ -204,22 +247,30 @@ static int lr_decode_impl(cx_ctx *cx, void *dst, size_t n, const void *blob, siz
 	else if (foff != fblen)
 		return -EBADMSG;
 	uint8_t *up = cx_scratch(cx, 3, lr_planes_len(&f, nr));
+	int resid = !!(b[3] & LR_RESID);
 	if (!up)
 		return -ENOMEM;
-	if ((rc = lr_get_planes(cx, b, blen, &off, &f, nr, up, upos, 1)))
+	if ((rc = lr_get_planes(cx, b, blen, &off, &f, nr, up, upos, !resid)))
 		return rc;
-	if (off != blen)
+	/* a hybrid's residual: a DeltaDQ blob to the end, decoded over the low-rank rows */
+	const uint8_t *rb = b + off;
+	size_t rlen = blen - off;
+	if (resid ? rlen < CX_HDR || rb[0] != CX_MAGIC || rb[1] != CX_DELTADQ : off != blen)
 		return -EBADMSG;
 	if (!base)
 		return -EINVAL;
+	uint8_t *final = dst;
+	if (resid && !(dst = cx_scratch(cx, CX_S_STAGE, n)))
+		return -ENOMEM;
 
-	/* V as floats, padded to a multiple of 8 columns; the scales, a row's products, acc. */
+	/* V as floats, padded to a multiple of 8 columns; the scales, every row's products, acc. */
 	size_t cp = (cols + 7) & ~(size_t)7, k16 = (K + 15) & ~(size_t)15;
 	float *V = cx_scratch(cx, 1, K * cp * sizeof *V);
-	float *cs = cx_scratch(cx, 2, (2 * k16 + cp) * sizeof *cs);
+	size_t ak = (nr * K + 15) & ~(size_t)15; /* acc stays 64-byte aligned for the vectors */
+	float *cs = cx_scratch(cx, 2, (k16 + ak + nr * cp) * sizeof *cs);
 	if (!V || !cs)
 		return -ENOMEM;
-	float *a = cs + k16, *acc = a + k16;
+	float *A = cs + k16, *acc = A + ak;
 	for (size_t k = 0; k < K; k++) {
 		unsigned w = lr_width(f.widths, k);
 		size_t g = gpos[w]++;
@@ -234,31 +285,25 @@ static int lr_decode_impl(cx_ctx *cx, void *dst, size_t n, const void *blob, siz
 		size_t g[LR_MAXBITS + 1] = {0};
 		for (size_t k = 0; k < K; k++) {
 			unsigned w = lr_width(f.widths, k);
-			a[k] = cs[k] * lr_level(cx_bits(up + upos[w], (i * f.nb[w] + g[w]++) * w, w), w);
-		}
-		for (size_t j = 0; j < cp; j += 8)
-			*(lr_f32x8 *)(void *)(acc + j) = (lr_f32x8){0};
-		for (size_t k = 0; k < K; k++) {
-			const float *vr = V + k * cp;
-			float ak = a[k];
-			if (ak == 0)
-				continue; /* acc starts at +0.0, so adding +-0.0 never changes it */
-			for (size_t j = 0; j < cp; j += 8) {
-				lr_f32x8 t = *(const lr_f32x8 *)(const void *)(vr + j) * ak;
-				*(lr_f32x8 *)(void *)(acc + j) += t;
-			}
-		}
-		/* Where nothing is added the base's bits stay, -0.0 included. */
-		const uint8_t *br = (const uint8_t *)base + i * cols * es;
-		uint8_t *orow = (uint8_t *)dst + i * cols * es;
-		for (size_t j = 0; j < cols; j++) {
-			if (acc[j] == 0)
-				memcpy(orow + j * es, br + j * es, es);
-			else
-				lr_st(dt, orow, j, hf_load(dt, br, j) + acc[j]);
+			A[i * K + k] = cs[k] * lr_level(cx_bits(up + upos[w], (i * f.nb[w] + g[w]++) * w,
+							     w), w);
 		}
 	}
-	return 0;
+	lr_gemm(A, K, V, cp, nr, acc);
+	for (size_t i = 0; i < nr; i++) {
+		/* Where nothing is added the base's bits stay, -0.0 included (acc starts at +0.0 and
+		 * sums of products never make -0.0). */
+		const uint8_t *br = (const uint8_t *)base + i * cols * es;
+		const float *ar = acc + i * cp;
+		uint8_t *orow = (uint8_t *)dst + i * cols * es;
+		for (size_t j = 0; j < cols; j++) {
+			if (ar[j] == 0)
+				memcpy(orow + j * es, br + j * es, es);
+			else
+				lr_st(dt, orow, j, hf_load(dt, br, j) + ar[j]);
+		}
+	}
+	return resid ? dq_decode(cx, final, n, rb, rlen, dst) : 0;
 }
 
 static int lr_decode_op(cx_ctx *cx, void *dst, size_t n, const void *blob, size_t blen,
@@ -565,7 +610,7 @@ static void lr_allocate(const lr_job *j, double budget, uint8_t *bits, uint8_t *
 }
 
 /* Encode the blobs of selection j->bits into out. */
-static int lr_encode(lr_job *j, lr_blobs *out)
+static int lr_encode(lr_job *j, int resid, lr_blobs *out)
 {
 	size_t K = 0, R = j->rows, C = j->cols, nb[LR_MAXBITS + 1] = {0};
 	size_t *kk = malloc(j->K * sizeof *kk);
@@ -655,7 +700,7 @@ static int lr_encode(lr_job *j, lr_blobs *out)
 
 	/* blobs: chunk blobs, then the factor blob */
 	size_t nch = j->nchunks, nbl = nch + (nch > 1);
-	size_t cap = nbl * (CX_HDR + LR_MAXBITS * (CX_VMAX + 1)) + fcap;
+	size_t cap = nbl * (CX_HDR + (LR_MAXBITS + 1) * (CX_VMAX + 1)) + fcap;
 	for (size_t ch = 0; ch < nch; ch++) {
 		size_t nr = (ch + 1) * j->crow > R ? R - ch * j->crow : j->crow;
 		for (unsigned w = 1; w <= LR_MAXBITS; w++)
@@ -680,7 +725,7 @@ static int lr_encode(lr_job *j, lr_blobs *out)
 		p[0] = CX_MAGIC;
 		p[1] = CX_LOWRANK;
 		p[2] = LR_VERSION;
-		p[3] = (uint8_t)(code | (nch == 1 ? LR_INLINE : 0));
+		p[3] = (uint8_t)(code | (nch == 1 ? LR_INLINE : 0) | (resid ? LR_RESID : 0));
 		if (nch == 1) {
 			memcpy(p + q, fs, fo);
 			q += fo;
@@ -695,7 +740,7 @@ static int lr_encode(lr_job *j, lr_blobs *out)
 						tmp[t++] = qu[i * R + r0 + r];
 			cx_pack(pl, tmp, t, 0, w);
 			ssize_t z = cx_put_plane(j->cx, cc, p + q, cap - o - q, pl,
-						 cx_plane_len(t, w), w == top);
+						 cx_plane_len(t, w), w == top && !resid);
 			if (z < 0) {
 				rc = (int)z;
 				free(fs);
@@ -815,22 +860,140 @@ static int lr_measure(lr_job *j, const lr_blobs *b, const float *X, size_t nprob
 	return rc;
 }
 
+/* The selection whose blobs are the largest within target bytes, by bisection of the bit budget
+ * from the raw estimate `bits` (zstd may make room for more): *out, its widths in best[K], its
+ * bytes in *bytes. -ERANGE if nothing fits. */
+static int lr_fit(lr_job *j, double target, double bits, lr_blobs *out, uint8_t *best,
+		  double *bytes_out)
+{
+	double lo = 0, hi = 1.5 * bits, bestbytes = 0;
+	uint8_t *tmp = malloc(j->K);
+	lr_blobs cand = {0};
+	int have = 0, rc = tmp ? 0 : -ENOMEM;
+
+	for (int t = 0; !rc && t < LR_TRIES; t++) {
+		double b = t == 0 ? bits : (lo + hi) / 2;
+		lr_allocate(j, b, j->bits, tmp);
+		int r = lr_encode(j, 0, &cand);
+		if (r == -ERANGE) { /* nothing selected */
+			lo = b;
+			continue;
+		}
+		if (r) {
+			rc = r;
+			break;
+		}
+		uint64_t bytes = lr_total(&cand);
+		if (bytes <= target) {
+			lo = b;
+			if (!have || bytes > bestbytes) {
+				lr_blobs_free(out);
+				*out = cand;
+				memset(&cand, 0, sizeof cand);
+				memcpy(best, j->bits, j->K);
+				bestbytes = (double)bytes;
+				have = 1;
+			}
+		} else {
+			hi = b;
+		}
+		lr_blobs_free(&cand);
+	}
+	free(tmp);
+	if (!rc && !have)
+		rc = -ERANGE;
+	*bytes_out = bestbytes;
+	return rc;
+}
+
+/* Hybrid: the low-rank blobs in *out (selection j->bits) get a DeltaDQ residual of about `rest`
+ * bytes, planned and encoded against what they decode to; *out is replaced by the chunks with
+ * LR_RESID and their residual, the factor blob unchanged. */
+static int lr_resid(lr_job *j, double rest, const float *X, size_t nprobe, lr_blobs *out,
+		    dq_params *p)
+{
+	size_t R = j->rows, C = j->cols, rb = C * j->es, n = R * rb;
+	uint8_t *rec = malloc(n);
+	lr_blobs lb = {0}, hb = {0};
+	dq_stats ds;
+	int rc = rec ? 0 : -ENOMEM;
+	const uint8_t *fb = out->nchunks > 1 ? out->buf + out->off[out->nchunks] : NULL;
+	size_t fl = out->nchunks > 1 ? out->len[out->nchunks] : 0;
+
+	for (size_t c = 0; !rc && c < out->nchunks; c++) {
+		size_t r0 = c * j->crow, nr = r0 + j->crow > R ? R - r0 : j->crow;
+		rc = lr_decode(j->cx, rec + r0 * rb, nr * rb, out->buf + out->off[c], out->len[c],
+			       j->base + r0 * rb, fb, fl);
+	}
+	if (!rc && !(rest > 0))
+		rc = -ERANGE;
+	if (!rc) {
+		rc = dq_plan(j->cx, j->ft, rec, j->dt, R, C, X, nprobe, (double)n / rest, NULL, p, &ds);
+		rc = rc == -ERANGE ? 0 : rc; /* the closest it found: bytes are measured anyway */
+	}
+	if (!rc)
+		rc = lr_encode(j, 1, &lb);
+	size_t cap = lr_total(&lb);
+	for (size_t c = 0; !rc && c < out->nchunks; c++) {
+		size_t nr = (c + 1) * j->crow > R ? R - c * j->crow : j->crow;
+		cap += dq_bound(nr, C, j->es);
+	}
+	if (!rc) {
+		hb.buf = malloc(cap);
+		hb.off = malloc(lb.nblobs * sizeof *hb.off);
+		hb.len = malloc(lb.nblobs * sizeof *hb.len);
+		hb.nchunks = lb.nchunks;
+		hb.nblobs = lb.nblobs;
+		rc = hb.buf && hb.off && hb.len ? 0 : -ENOMEM;
+	}
+	size_t o = 0;
+	for (size_t c = 0; !rc && c < lb.nblobs; c++) {
+		memcpy(hb.buf + o, lb.buf + lb.off[c], lb.len[c]);
+		hb.off[c] = o;
+		hb.len[c] = lb.len[c];
+		o += lb.len[c];
+		if (c >= lb.nchunks)
+			continue; /* the factor blob */
+		size_t r0 = c * j->crow, nr = r0 + j->crow > R ? R - r0 : j->crow;
+		ssize_t z = dq_encode(j->cx, hb.buf + o, cap - o, j->ft + r0 * rb, rec + r0 * rb,
+				      j->dt, C, r0, nr, p);
+		if (z < 0) {
+			rc = (int)z;
+			break;
+		}
+		hb.len[c] += (size_t)z;
+		o += (size_t)z;
+	}
+	if (!rc) {
+		lr_blobs_free(out);
+		*out = hb;
+	} else {
+		lr_blobs_free(&hb);
+	}
+	lr_blobs_free(&lb);
+	free(rec);
+	return rc;
+}
+
 int lr_plan(cx_ctx *cx, const void *ft, const void *base, dt_id dt, size_t rows, size_t cols,
 	    size_t crow, const float *w, const float *X, size_t nprobe, double target,
-	    lr_blobs *out, lr_stats *st)
+	    const double *fracs, size_t nfrac, lr_blobs *out, lr_stats *st)
 {
 	lr_job j = {.cx = cx, .ft = ft, .base = base, .dt = dt, .rows = rows, .cols = cols,
 		    .crow = crow};
 	float *A = NULL, *U = NULL, *s = NULL, *Vt = NULL;
-	uint8_t *best = NULL, *tmp = NULL;
+	uint8_t *best = NULL;
 	double norm2 = 0;
 	int rc;
 
 	memset(out, 0, sizeof *out);
 	memset(st, 0, sizeof *st);
 	if (!cx || !ft || !base || (dt != DT_F32 && dt != DT_F16 && dt != DT_BF16) || !crow ||
-	    !(target > 0) || (nprobe && !X))
+	    !(target > 0) || !fracs || !nfrac || (nprobe && !X))
 		return -EINVAL;
+	for (size_t v = 0; v < nfrac; v++)
+		if (!(fracs[v] > 0 && fracs[v] <= 1))
+			return -EINVAL;
 	if (!rows || !cols)
 		return -EDOM;
 	j.es = dt == DT_F32 ? 4 : 2;
@@ -872,7 +1035,7 @@ int lr_plan(cx_ctx *cx, const void *ft, const void *base, dt_id dt, size_t rows,
 	size_t kmin = rows < cols ? rows : cols;
 	size_t K = bits > 0 ? (size_t)(bits / lr_cost(&j, 1)) : 0;
 	K = K < kmin ? K : kmin;
-	K = K < LR_KMAX ? K : LR_KMAX;
+	K = K < LR_PLAN_KMAX ? K : LR_PLAN_KMAX;
 	rc = K ? 0 : -ERANGE;
 	j.K = K;
 	if (!rc) {
@@ -884,8 +1047,7 @@ int lr_plan(cx_ctx *cx, const void *ft, const void *base, dt_id dt, size_t rows,
 		j.D = malloc(K * (LR_MAXBITS + 1) * sizeof *j.D);
 		j.bits = malloc(K);
 		best = malloc(K);
-		tmp = malloc(K);
-		rc = U && s && Vt && j.u && j.v && j.D && j.bits && best && tmp ? 0 : -ENOMEM;
+		rc = U && s && Vt && j.u && j.v && j.D && j.bits && best ? 0 : -ENOMEM;
 	}
 	if (!rc)
 		rc = lr_svd(A, rows, cols, K, U, s, Vt);
@@ -919,52 +1081,42 @@ int lr_plan(cx_ctx *cx, const void *ft, const void *base, dt_id dt, size_t rows,
 		}
 		j.rest = norm2 - kept > 0 ? norm2 - kept : 0;
 	}
-	/* Bisect the bit budget on real bytes: the largest whose blobs fit the target (zstd may
-	 * make room for more than the raw estimate). */
-	double lo = 0, hi = 1.5 * bits, bestbytes = 0;
-	lr_blobs cand = {0};
-	int have = 0;
-	for (int t = 0; !rc && t < LR_TRIES; t++) {
-		double b = t == 0 ? bits : (lo + hi) / 2;
-		lr_allocate(&j, b, j.bits, tmp);
-		int r = lr_encode(&j, &cand);
-		if (r == -ERANGE) { /* nothing selected */
-			lo = b;
-			continue;
+	/* Each split of the budget on the same SVD; the one with the least error is kept. */
+	for (size_t v = 0; !rc && v < nfrac; v++) {
+		double frac = fracs[v], lrt = frac < 1 ? target * frac : target, got = 0;
+		lr_blobs cb = {0};
+		lr_stats cs = {0};
+		int r = lr_fit(&j, lrt, bits * lrt / target, &cb, best, &got);
+		if (!r) {
+			memcpy(j.bits, best, K);
+			for (size_t k = 0; k < K; k++)
+				if (best[k]) {
+					cs.rank++;
+					cs.bands[best[k]]++;
+				}
 		}
-		if (r) {
-			rc = r;
-			break;
+		if (!r && frac < 1)
+			r = lr_resid(&j, target - got, X, nprobe, &cb, &cs.resid);
+		if (!r) {
+			cs.hybrid = frac < 1;
+			cs.frac = frac;
+			cs.bytes = lr_total(&cb);
+			cs.bits_per_weight = 8.0 * (double)cs.bytes / ((double)rows * cols);
+			r = lr_measure(&j, &cb, X, nprobe, &cs);
 		}
-		uint64_t bytes = lr_total(&cand);
-		if (bytes <= target) {
-			lo = b;
-			if (!have || bytes > bestbytes) {
-				lr_blobs_free(out);
-				*out = cand;
-				memset(&cand, 0, sizeof cand);
-				memcpy(best, j.bits, K);
-				bestbytes = (double)bytes;
-				have = 1;
-			}
+		if (!r && (!out->buf || (nprobe ? cs.output_rel_err < st->output_rel_err
+					      : cs.delta_rel_err < st->delta_rel_err))) {
+			lr_blobs_free(out);
+			*out = cb;
+			*st = cs;
 		} else {
-			hi = b;
+			lr_blobs_free(&cb);
 		}
-		lr_blobs_free(&cand);
+		if (r && r != -ERANGE && r != -EDOM)
+			rc = r;
 	}
-	if (!rc && !have)
+	if (!rc && !out->buf)
 		rc = -ERANGE;
-	if (!rc) {
-		memcpy(j.bits, best, K);
-		st->bytes = (uint64_t)bestbytes;
-		st->bits_per_weight = 8.0 * bestbytes / ((double)rows * cols);
-		for (size_t k = 0; k < K; k++)
-			if (best[k]) {
-				st->rank++;
-				st->bands[best[k]]++;
-			}
-		rc = lr_measure(&j, out, X, nprobe, st);
-	}
 	if (rc)
 		lr_blobs_free(out);
 	free(A);
@@ -977,6 +1129,5 @@ int lr_plan(cx_ctx *cx, const void *ft, const void *base, dt_id dt, size_t rows,
 	free(j.D);
 	free(j.bits);
 	free(best);
-	free(tmp);
 	return rc;
 }

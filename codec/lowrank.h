@@ -33,10 +33,12 @@
  *     u8 CX_MAGIC, u8 CX_LOWRANK, u8 LR_VERSION, u8 mode
  *     mode: bits 0-1 dtype (1 F16, 2 BF16, 3 F32) in a chunk blob, 0 in a factor blob;
  *           LR_INLINE (0x04): a chunk blob with the factor section in it; LR_FACTORS (0x08): a
- *           factor blob (then no other bit)
+ *           factor blob (then no other bit); LR_RESID (0x10): a hybrid chunk blob, whose last U
+ *           plane carries its length and is followed by a CX_DELTADQ blob (its own header
+ *           included) to the end, decoded against the chunk's low-rank result
  *     factor section (a factor blob's body, or an inline chunk blob's, first):
- *       vu cols, vu K (1..cols), ceil(K / 2) bytes of widths (b_k - 1 in nibbles, component
- *       2i in the low one), i8 e, K u16: c_k as F16 numbers times 2^e (finite);
+ *       vu cols, vu K (1..min(cols, LR_KMAX)), ceil(K / 2) bytes of widths (b_k - 1 in
+ *       nibbles, component 2i in the low one), i8 e, K u16: c_k as F16 numbers times 2^e (finite);
  *       then per width b = 1..LR_MAXBITS held by n_b > 0 components: the plane of those
  *       components' V indices, [n_b][cols] b-bit fields, packed LSB first (codec/plane.c)
  *     chunk section: per width as above, the plane of the chunk's U indices, [nr][n_b] fields,
@@ -60,12 +62,15 @@
 #include <sys/types.h>
 
 #include "codec.h"
+#include "deltadq.h"
 #include "dtype.h"
 
 #define LR_VERSION 1
 #define LR_MAXBITS 8
+#define LR_KMAX 1024 /* components a blob may hold */
 #define LR_INLINE 0x04
 #define LR_FACTORS 0x08
+#define LR_RESID 0x10
 
 /* What lr_plan measured on its real encode and decode; bands[b] = components given b bits. */
 typedef struct lr_stats {
@@ -75,6 +80,9 @@ typedef struct lr_stats {
 	uint64_t bytes;         /* every blob, factor blob included */
 	uint32_t rank;          /* components kept */
 	uint32_t bands[LR_MAXBITS + 1];
+	double frac;            /* the split chosen, of those asked for */
+	int hybrid;             /* frac < 1: a DeltaDQ residual in every chunk, with these: */
+	dq_params resid;
 } lr_stats;
 
 /* The blobs of one planned matrix: nchunks chunk blobs (chunk c = rows [c * crow, ...)), then,
@@ -87,15 +95,21 @@ typedef struct lr_blobs {
 
 void lr_blobs_free(lr_blobs *b);
 
+/* lr_plan's fracs for low-rank alone */
+#define LR_ALONE ((const double[]){1})
+
 /* Plan and encode ft[rows][cols] against base (dtype dt, F32/F16/BF16) in chunks of crow rows, in
  * at most `target` bytes of blobs in all: as many components and bits as fit, chosen as the
- * header says. w[cols] (may be NULL: all 1) weighs input channels in the objective; X[nprobe]
+ * header says. fracs[nfrac] are the splits of the budget to try, each in (0, 1], on the same SVD,
+ * keeping the one with the least error (output error with probes, else delta error): 1 is
+ * low-rank alone; below 1 a hybrid, the low-rank part in frac * target bytes and DeltaDQ
+ * (dq_plan, within its 10%) of what it leaves, ft - round(base + L), in the rest. w[cols] (may be NULL: all 1) weighs input channels in the objective; X[nprobe]
  * [cols] (may be NULL, nprobe 0) are the probe rows output_rel_err is measured on. Fills *out and
  * *st from the real blobs (decoded again to measure). Thread-safe for distinct cx. Returns 0,
  * -EDOM or -ERANGE as the header says, -EINVAL, -ENOMEM. */
 int lr_plan(cx_ctx *cx, const void *ft, const void *base, dt_id dt, size_t rows, size_t cols,
 	    size_t crow, const float *w, const float *X, size_t nprobe, double target,
-	    lr_blobs *out, lr_stats *st);
+	    const double *fracs, size_t nfrac, lr_blobs *out, lr_stats *st);
 
 /* Decode a CX_LOWRANK chunk blob into exactly n bytes at dst given the base rows (n bytes) and,
  * unless the blob is LR_INLINE, its matrix's factor blob (shared, slen). Returns 0, -EBADMSG for

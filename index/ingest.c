@@ -595,8 +595,12 @@ static int lr_candidate(worker *w, const mf_seg *sg, const uint8_t *ft, const ui
 			wt[c] += X[i * cols + c] * X[i * cols + c];
 	for (size_t c = 0; wt && c < cols; c++)
 		wt[c] = sqrtf(wt[c] / (float)nprobe);
+	/* auto: low-rank alone, or with a DeltaDQ residual in half or three quarters of the bytes */
+	static const double hybrid[] = {1, 0.5, 0.25};
+	int alone = w->j->o->transform == ING_T_LOWRANK;
 	int rc = lr_plan(w->cx, ft, base, (dt_id)sg->dtype, rows, cols,
-			 sg->chunk_size / (cols * dt_size(sg->dtype)), wt, X, nprobe, target, lb, ls);
+			 sg->chunk_size / (cols * dt_size(sg->dtype)), wt, X, nprobe, target,
+			 hybrid, alone ? 1 : sizeof hybrid / sizeof *hybrid, lb, ls);
 	free(wt);
 	return rc;
 }
@@ -622,6 +626,9 @@ static int lr_adopt(worker *w, mf_seg *sg, plan *pl, lr_blobs *lb, const lr_stat
 	for (unsigned b = 1; b <= LR_MAXBITS; b++)
 		sg->q.params[1 + (b - 1) / 4] |= (ls->bands[b] > 255 ? 255 : ls->bands[b])
 						 << (8 * ((b - 1) % 4));
+	if (ls->hybrid)
+		sg->q.params[3] = MF_Q_HYBRID | (uint32_t)ls->resid.bits << 24 |
+				  (ls->resid.keep & 0xfff) << 12 | (ls->resid.group & 0xfff);
 	if (pl->lr.nchunks > 1) {
 		mf_chunk *ch = &sg->chunks[sg->nchunks];
 		ch->flags = MF_CHUNK_BLOB;

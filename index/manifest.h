@@ -41,6 +41,7 @@ typedef struct mf_chunk {
 
 /* Quality figures a lossy codec records at ingest (issue 4); all zero for lossless segments. */
 #define MF_Q_SUPPORT 0x100
+#define MF_Q_HYBRID 0x80000000u
 
 typedef struct mf_quality {
 	float delta_rel_err;  /* ||dW - dW'|| / ||dW|| */
@@ -50,7 +51,9 @@ typedef struct mf_quality {
 	uint32_t params[4];   /* codec parameters: DeltaDQ group, kept per group, bits, quantizer
 				 (| MF_Q_SUPPORT: over a pruned base's support); palette bits in [2];
 				 low-rank: rank, then the components of 1..4 bits in the bytes of
-				 [1] (1 bit lowest), of 5..8 bits in those of [2] (255: 255 or more) */
+				 [1] (1 bit lowest), of 5..8 bits in those of [2] (255: 255 or more),
+				 and for a hybrid in [3] MF_Q_HYBRID | residual bits << 24 | kept
+				 << 12 | group */
 } mf_quality;
 
 typedef struct mf_seg {

@@ -283,6 +283,10 @@ static int cmd_info(const char *dir, const char *name)
 						sep = "+";
 					}
 				}
+				uint32_t h = sg->q.params[3];
+				if (h & MF_Q_HYBRID)
+					printf(" + deltadq g=%u keep=%u bits=%u", h & 0xfff, h >> 12 & 0xfff,
+					       h >> 24 & 0x7f);
 			}
 			if (sg->codec == CX_DELTADQ && !eq) {
 				unsigned qz = sg->q.params[3] & 0xff;

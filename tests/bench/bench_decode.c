@@ -2,7 +2,7 @@
  * bench_decode.c -- the cost of decoding one chunk, per codec path, on a fixed input: in
  * instructions (under callgrind, which machine noise does not move) and in MB/s of one core.
  *
- *   bench_decode [--reps N] PATH...     PATH: base | delta | dq16 | dq32 | dq64 | dq128 | all
+ *   bench_decode [--reps N] PATH...     PATH: base | delta | dq16 ... dq128 | lr16 ... lr128 | all
  *                                        (default all)
  *   valgrind --tool=callgrind --collect-atstart=no --toggle-collect=bd_decode bench_decode PATH
  *
@@ -11,7 +11,8 @@
  * normal per row), both rounded to nearest even, from a fixed xorshift seed, so every run and
  * machine decodes the same blobs. Paths: "base" the lossless codec without a base (a base
  * checkpoint's chunk), "delta" lossless against the base (a lossless fine-tune), "dq16" to "dq128"
- * DeltaDQ planned for 16x, 32x, 64x and 128x (no probes). Each path decodes its blob N times inside
+ * DeltaDQ planned for 16x, 32x, 64x and 128x (no probes), "lr16" to "lr128" the low-rank codec at
+ * the same ratios (one chunk: the factors inline). Each path decodes its blob N times inside
  * bd_decode, the function callgrind is told to count, so the Ir it reports over N * 256 KiB is the
  * decode's instructions per output byte, set-up excluded. tests/bench/run.sh runs both ways.
  */
@@ -28,6 +29,7 @@
 #include "dtype.h"
 #include "half.h"
 #include "lossless.h"
+#include "lowrank.h"
 
 #define BD_ROWS 256
 #define BD_COLS 512
@@ -75,9 +77,10 @@ int main(int argc, char **argv)
 	int a = 1;
 	if (a + 1 < argc && !strcmp(argv[a], "--reps"))
 		reps = (unsigned)atoi(argv[a + 1]), a += 2;
-	static const char *all[] = {"base", "delta", "dq16", "dq32", "dq64", "dq128"};
+	static const char *all[] = {"base", "delta", "dq16", "dq32", "dq64", "dq128",
+				    "lr16", "lr32", "lr64", "lr128"};
 	const char **paths = argc > a && strcmp(argv[a], "all") ? (const char **)argv + a : all;
-	int npaths = argc > a && strcmp(argv[a], "all") ? argc - a : 6;
+	int npaths = argc > a && strcmp(argv[a], "all") ? argc - a : 10;
 
 	uint16_t *base = malloc(BD_N), *ft = malloc(BD_N);
 	uint8_t *out = malloc(BD_N), *blob = malloc(ll_bound(BD_N) + dq_bound(BD_ROWS, BD_COLS, 2));
@@ -116,9 +119,20 @@ int main(int argc, char **argv)
 			blen = rc && rc != -ERANGE ? rc : dq_encode(cx, blob, dq_bound(BD_ROWS, BD_COLS, 2),
 							       ft, base, DT_BF16, BD_COLS, 0,
 							       BD_ROWS, &q);
+		} else if (!strcmp(p, "lr16") || !strcmp(p, "lr32") || !strcmp(p, "lr64") ||
+			   !strcmp(p, "lr128")) {
+			lr_blobs lb;
+			lr_stats ls;
+			int rc = lr_plan(cx, ft, base, DT_BF16, BD_ROWS, BD_COLS, BD_ROWS, NULL, NULL, 0,
+					 BD_N / atof(p + 2), LR_ALONE, 1, &lb, &ls);
+			blen = rc ? rc : (ssize_t)lb.len[0];
+			if (!rc) {
+				memcpy(blob, lb.buf, lb.len[0]);
+				lr_blobs_free(&lb);
+			}
 		} else {
-			fprintf(stderr, "bench_decode: unknown path %s (base, delta, dq16, dq32, dq64, dq128, all)\n",
-				p);
+			fprintf(stderr, "bench_decode: unknown path %s (base, delta, dq16 ... dq128, lr16 ... "
+				"lr128, all)\n", p);
 			return 2;
 		}
 		if (blen <= 0) {
@@ -136,7 +150,8 @@ int main(int argc, char **argv)
 			}
 			best = dt < best ? dt : best;
 		}
-		if (strncmp(p, "dq", 2) && memcmp(out, want, BD_N)) { /* the lossless paths */
+		int lossy = !strncmp(p, "dq", 2) || !strncmp(p, "lr", 2);
+		if (!lossy && memcmp(out, want, BD_N)) { /* the lossless paths */
 			fprintf(stderr, "bench_decode: %s: decoded bytes differ\n", p);
 			return 1;
 		}
@@ -144,6 +159,9 @@ int main(int argc, char **argv)
 		dq_params q;
 		if (!strncmp(p, "dq", 2) && !dq_blob_params(blob, (size_t)blen, &q))
 			snprintf(plan, sizeof plan, "keep %u/%u, %u bits", q.keep, q.group, q.bits);
+		uint32_t rank, bands[LR_MAXBITS + 1];
+		if (!strncmp(p, "lr", 2) && !lr_blob_bands(blob, (size_t)blen, NULL, 0, &rank, bands))
+			snprintf(plan, sizeof plan, "rank %u", rank);
 		printf("| %s | %zd | %.2fx | %s | %.0f |\n", p, blen, (double)BD_N / (double)blen, plan,
 		       (double)reps * BD_N / best / 1e6);
 	}

@@ -5,14 +5,14 @@
  *   bit 0 = 1  chunk bytes: encoded lossless (bits 1-2: log2 esize; bit 3: against a base derived
  *              from the input), checked to round-trip exactly, then the blob is damaged (a byte
  *              changed and a truncation, both chosen by the input) and decoded again;
- *   bits 0-2 = 110  a matrix encoded by a lossy codec (DeltaDQ, palette or SPP, with parameters
+ *   bits 0-2 = 110  a matrix encoded by a lossy codec (DeltaDQ, low-rank, palette or SPP, with parameters
  *              taken from the next bytes: fuzz_lossy says how), decoded twice (the same bytes
  *              both times), then damaged and truncated as above and decoded again;
  *   otherwise  a blob, decoded as-is for n = the n its header claims (when that is small; else
  *              a size of the fuzzer's choosing), with a base and without one.
  * Random bytes almost never form a zstd frame or a consistent lossy header, so the round trips
  * are what get the fuzzer deep into zstd's decoder, the plane merges, DeltaDQ's level tables and
- * dropout, the palette unpacking and SPP's support walk with near-valid blobs. Every buffer is malloc'd to its exact
+ * dropout, the low-rank factor planes and hybrid residuals, the palette unpacking and SPP's support walk with near-valid blobs. Every buffer is malloc'd to its exact
  * size, so ASan sees any read or write past it. Besides "no crash", decode results must be 0,
  * -EBADMSG, or -EINVAL (a delta with no base); anything else traps.
  */
@@ -25,6 +25,7 @@
 #include "deltadq.h"
 #include "dtype.h"
 #include "lossless.h"
+#include "lowrank.h"
 #include "palette.h"
 #include "spp.h"
 
@@ -119,7 +120,8 @@ static void fuzz_roundtrip(uint8_t ctl, const uint8_t *src, size_t size)
 	free(out);
 }
 
-/* Lossy round trip. p[0]: codec (0-1 DeltaDQ, 2 palette, 3 SPP) in bits 0-1, dtype (BF16, F16,
+/* Lossy round trip. p[0]: codec (0-1 DeltaDQ, 2 palette, 3 SPP; 0 with p[2] >= 0xc0: low-rank
+ * in one chunk, alone or, p[3] odd, a hybrid with its DeltaDQ residual) in bits 0-1, dtype (BF16, F16,
  * F32, BF16) in bits 2-3, rows - 1 in bits 4-7; p[1]: cols - 1 (cols 1..64 by the low 6 bits);
  * p[2..7]: the codec's parameters; p[8]: where to damage; then the matrix's bytes (zero-padded).
  * Values that are not finite are made finite (the encoders refuse them, ingest stores such a
@@ -151,7 +153,22 @@ static void fuzz_lossy(const uint8_t *p, size_t size)
 	}
 	ssize_t blen = -1;
 	size_t cap = 0;
-	if (codec <= 1) {
+	if (codec == 0 && p[2] >= 0xc0) {
+		static const double fr[2] = {1, 0.5};
+		lr_blobs lb;
+		lr_stats ls;
+		int rc = lr_plan(ctx, ft, base, dt, rows, cols, rows, NULL, NULL, 0,
+				 (double)n / (2 + p[4] % 64), fr + (p[3] & 1), 1, &lb, &ls);
+		fuzz_check(rc == 0 || rc == -EDOM || rc == -ERANGE);
+		cap = rc ? 1 : lb.len[0];
+		blob = malloc(cap);
+		fuzz_check(blob != NULL);
+		if (!rc) {
+			memcpy(blob, lb.buf, cap);
+			blen = (ssize_t)cap;
+			lr_blobs_free(&lb);
+		}
+	} else if (codec <= 1) {
 		dq_params q = {0};
 		q.group = 1 + p[2] % 64;
 		q.keep = 1 + p[3] % q.group;

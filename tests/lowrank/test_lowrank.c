@@ -155,7 +155,7 @@ static void t_roundtrip(cx_ctx *cx)
 				lr_blobs b;
 				lr_stats stt;
 				int rc = lr_plan(cx, p.ft, p.base, p.dt, p.rows, p.cols, crow, NULL, NULL,
-						 0, n / R, &b, &stt);
+						 0, n / R, LR_ALONE, 1, &b, &stt);
 				if (rc == -ERANGE)
 					continue; /* too small for one component at this ratio */
 				CHECK(rc == 0);
@@ -184,7 +184,7 @@ static void t_lora(cx_ctx *cx)
 	lr_blobs b;
 	lr_stats s;
 
-	CHECK(lr_plan(cx, p.ft, p.base, p.dt, p.rows, p.cols, crow, NULL, NULL, 0, n / 128.0, &b,
+	CHECK(lr_plan(cx, p.ft, p.base, p.dt, p.rows, p.cols, crow, NULL, NULL, 0, n / 128.0, LR_ALONE, 1, &b,
 		      &s) == 0);
 	printf("lora 512x512 rank 8 at 128x: %llu bytes, rank %u, delta error %.4f\n",
 	       (unsigned long long)s.bytes, s.rank, s.delta_rel_err);
@@ -203,7 +203,7 @@ static void t_randomized(cx_ctx *cx)
 	lr_stats s;
 
 	CHECK(rec);
-	CHECK(lr_plan(cx, p.ft, p.base, p.dt, p.rows, p.cols, crow, NULL, NULL, 0, n / 64.0, &b,
+	CHECK(lr_plan(cx, p.ft, p.base, p.dt, p.rows, p.cols, crow, NULL, NULL, 0, n / 64.0, LR_ALONE, 1, &b,
 		      &s) == 0);
 	printf("bf16 1024x1536 rank 6 at 64x: %llu bytes in %zu blobs, rank %u, delta error %.4f\n",
 	       (unsigned long long)s.bytes, b.nblobs, s.rank, s.delta_rel_err);
@@ -232,7 +232,7 @@ static void t_weights(cx_ctx *cx)
 		uint8_t *rec = malloc(n);
 		CHECK(rec);
 		CHECK(lr_plan(cx, p.ft, p.base, p.dt, p.rows, p.cols, 128, k ? w : NULL, NULL, 0,
-			      n / 16.0, &b, &s) == 0);
+			      n / 16.0, LR_ALONE, 1, &b, &s) == 0);
 		CHECK(decode_all(cx, &p, &b, 128, rec) == 0);
 		double num = 0;
 		for (size_t i = 0; i < 128; i++)
@@ -256,14 +256,14 @@ static void t_refuse(cx_ctx *cx)
 	lr_blobs b;
 	lr_stats s;
 
-	CHECK(lr_plan(cx, p.ft, p.ft, p.dt, 16, 16, 16, NULL, NULL, 0, 64, &b, &s) == -EDOM);
-	CHECK(lr_plan(cx, p.ft, p.base, p.dt, 16, 16, 16, NULL, NULL, 0, 4, &b, &s) == -ERANGE);
+	CHECK(lr_plan(cx, p.ft, p.ft, p.dt, 16, 16, 16, NULL, NULL, 0, 64, LR_ALONE, 1, &b, &s) == -EDOM);
+	CHECK(lr_plan(cx, p.ft, p.base, p.dt, 16, 16, 16, NULL, NULL, 0, 4, LR_ALONE, 1, &b, &s) == -ERANGE);
 	st(p.dt, p.ft, 5, NAN);
-	CHECK(lr_plan(cx, p.ft, p.base, p.dt, 16, 16, 16, NULL, NULL, 0, 64, &b, &s) == -EDOM);
+	CHECK(lr_plan(cx, p.ft, p.base, p.dt, 16, 16, 16, NULL, NULL, 0, 64, LR_ALONE, 1, &b, &s) == -EDOM);
 	st(p.dt, p.ft, 5, INFINITY);
-	CHECK(lr_plan(cx, p.ft, p.base, p.dt, 16, 16, 16, NULL, NULL, 0, 64, &b, &s) == -EDOM);
-	CHECK(lr_plan(cx, p.ft, p.base, DT_I32, 16, 16, 16, NULL, NULL, 0, 64, &b, &s) == -EINVAL);
-	CHECK(lr_plan(cx, p.ft, p.base, p.dt, 0, 16, 16, NULL, NULL, 0, 64, &b, &s) == -EDOM);
+	CHECK(lr_plan(cx, p.ft, p.base, p.dt, 16, 16, 16, NULL, NULL, 0, 64, LR_ALONE, 1, &b, &s) == -EDOM);
+	CHECK(lr_plan(cx, p.ft, p.base, DT_I32, 16, 16, 16, NULL, NULL, 0, 64, LR_ALONE, 1, &b, &s) == -EINVAL);
+	CHECK(lr_plan(cx, p.ft, p.base, p.dt, 0, 16, 16, NULL, NULL, 0, 64, LR_ALONE, 1, &b, &s) == -EDOM);
 	freepair(&p);
 }
 
@@ -282,7 +282,7 @@ static void t_zero_sign(cx_ctx *cx)
 		st(p.dt, p.base, i * 64, -0.0f);
 		st(p.dt, p.ft, i * 64, -0.0f);
 	}
-	CHECK(lr_plan(cx, p.ft, p.base, p.dt, 8, 64, 8, NULL, NULL, 0, n / 8.0, &b, &s) == 0);
+	CHECK(lr_plan(cx, p.ft, p.base, p.dt, 8, 64, 8, NULL, NULL, 0, n / 8.0, LR_ALONE, 1, &b, &s) == 0);
 	CHECK(decode_all(cx, &p, &b, 8, rec) == 0);
 	CHECK(decode_all(cx, &p, &b, 8, rec2) == 0);
 	CHECK(!memcmp(rec, rec2, n));
@@ -304,8 +304,8 @@ static void t_hostile(cx_ctx *cx)
 	lr_stats s, s1;
 
 	CHECK(out);
-	CHECK(lr_plan(cx, p.ft, p.base, p.dt, 40, 48, crow, NULL, NULL, 0, n / 8.0, &b, &s) == 0);
-	CHECK(lr_plan(cx, p.ft, p.base, p.dt, 40, 48, 40, NULL, NULL, 0, n / 8.0, &one, &s1) == 0);
+	CHECK(lr_plan(cx, p.ft, p.base, p.dt, 40, 48, crow, NULL, NULL, 0, n / 8.0, LR_ALONE, 1, &b, &s) == 0);
+	CHECK(lr_plan(cx, p.ft, p.base, p.dt, 40, 48, 40, NULL, NULL, 0, n / 8.0, LR_ALONE, 1, &one, &s1) == 0);
 	CHECK(b.nchunks == 4 && one.nchunks == 1);
 	const uint8_t *c0 = b.buf + b.off[0], *fb = b.buf + b.off[4], *in = one.buf;
 	size_t l0 = b.len[0], fl = b.len[4], il = one.len[0];
@@ -355,6 +355,45 @@ static void t_hostile(cx_ctx *cx)
 	freepair(&p);
 }
 
+/* Hybrids: a rank-4 delta under dense noise, the low-rank part in half the bytes and DeltaDQ of
+ * the rest: blobs within DeltaDQ's 10% of the target, decode equal to what was measured, with
+ * one chunk and many, and damaged hybrid blobs refused. */
+static void t_hybrid(cx_ctx *cx)
+{
+	static const double half[] = {0.5};
+	for (int multi = 0; multi < 2; multi++) {
+		pair p = mkpair(DT_BF16, 96, 80, 4, 0.5);
+		size_t n = 96 * 80 * 2, crow = multi ? 16 : 96, rb = 80 * 2;
+		uint8_t *rec = malloc(n), *m = malloc(n);
+		lr_blobs b;
+		lr_stats s;
+		CHECK(rec && m);
+		CHECK(lr_plan(cx, p.ft, p.base, p.dt, 96, 80, crow, NULL, NULL, 0, n / 16.0, half, 1,
+			      &b, &s) == 0);
+		printf("hybrid %zu chunks: %llu bytes (target %zu), rank %u, residual keep %u/%u "
+		       "bits %u, delta error %.4f\n", b.nchunks, (unsigned long long)s.bytes, n / 16,
+		       s.rank, s.resid.keep, s.resid.group, s.resid.bits, s.delta_rel_err);
+		CHECK(s.hybrid && s.frac == 0.5 && s.bytes <= 1.1 * n / 16);
+		CHECK(decode_all(cx, &p, &b, crow, rec) == 0);
+		CHECK(fabs(rel_err(&p, rec) - s.delta_rel_err) < 1e-9);
+		const uint8_t *c0 = b.buf + b.off[0];
+		const uint8_t *fb = multi ? b.buf + b.off[b.nchunks] : NULL;
+		size_t l0 = b.len[0], fl = multi ? b.len[b.nchunks] : 0;
+		CHECK(c0[3] & LR_RESID);
+		for (size_t k = 0; k < l0; k++) {
+			CHECK(cx_decode_shared(cx, rec, crow * rb, c0, k, p.base, fb, fl) < 0);
+			memcpy(m, c0, l0);
+			m[k] ^= (uint8_t)(1 + k % 255);
+			int rc = cx_decode_shared(cx, rec, crow * rb, m, l0, p.base, fb, fl);
+			CHECK(rc == 0 || rc == -EBADMSG);
+		}
+		lr_blobs_free(&b);
+		free(rec);
+		free(m);
+		freepair(&p);
+	}
+}
+
 int main(int argc, char **argv)
 {
 	static const struct {
@@ -363,7 +402,7 @@ int main(int argc, char **argv)
 	} cases[] = {
 		{"roundtrip", t_roundtrip}, {"lora", t_lora},   {"randomized", t_randomized},
 		{"weights", t_weights},     {"refuse", t_refuse}, {"zero_sign", t_zero_sign},
-		{"hostile", t_hostile},
+		{"hostile", t_hostile},     {"hybrid", t_hybrid},
 	};
 	cx_ctx *cx = cx_ctx_new();
 

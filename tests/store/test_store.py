@@ -297,7 +297,7 @@ def dq_rows(info):
     rows = []
     for l in info.splitlines():
         w = l.split()
-        codec = "deltadq" if "deltadq" in w else "lowrank" if "lowrank" in w else None
+        codec = "lowrank" if "lowrank" in w else "deltadq" if "deltadq" in w else None
         if not codec:
             continue
         i = w.index(codec)        # then: base, size (2 words), stored (2), ratio, bits, dW, out
@@ -455,7 +455,7 @@ def case_alloc(tmp):
             rows = []
             for l in info.splitlines():
                 w = l.split()
-                c = next((c for c in ("deltadq", "lowrank") if c in w), None)
+                c = next((c for c in ("lowrank", "deltadq") if c in w), None)
                 if c and "score=" in l:
                     i = w.index(c)
                     rows.append((float(l.split("score=")[1].split()[0]), float(w[i + 7])))
@@ -478,7 +478,7 @@ def case_alloc(tmp):
         info = run(DFS, "info", st, "lim-" + order).stdout
         for l in info.splitlines():
             w = l.split()
-            c = next((c for c in ("deltadq", "lowrank") if c in w), None)
+            c = next((c for c in ("lowrank", "deltadq") if c in w), None)
             if c and w[0].startswith("model.layers."):
                 bits[order, w[0]] = float(w[w.index(c) + 7])
         assert abs(dq_total_ratio(info) - 32) <= 0.05 * 32, order
