@@ -130,14 +130,7 @@ AI float dq_ld(int dt, const uint8_t *p, size_t i)
 
 AI void dq_st(int dt, uint8_t *p, size_t i, float v)
 {
-	uint16_t h;
-
-	if (dt == DT_F32) {
-		memcpy(p + 4 * i, &v, 4);
-		return;
-	}
-	h = dt == DT_F16 ? hf_f32_to_f16(v) : hf_f32_to_bf16(v);
-	memcpy(p + 2 * i, &h, 2);
+	hf_store((dt_id)dt, p, i, v);
 }
 
 static unsigned dq_esize(dt_id dt)

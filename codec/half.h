@@ -99,4 +99,18 @@ static inline float hf_load(dt_id dt, const void *p, size_t i)
 	return dt == DT_F16 ? hf_f16_to_f32(h) : hf_bf16_to_f32(h);
 }
 
+/* Store v into element i of an F32, F16 or BF16 array, rounded to nearest even (the inverse of
+ * hf_load). */
+static inline void hf_store(dt_id dt, void *p, size_t i, float v)
+{
+	uint16_t h;
+
+	if (dt == DT_F32) {
+		memcpy((uint8_t *)p + 4 * i, &v, 4);
+		return;
+	}
+	h = dt == DT_F16 ? hf_f32_to_f16(v) : hf_f32_to_bf16(v);
+	memcpy((uint8_t *)p + 2 * i, &h, 2);
+}
+
 #endif

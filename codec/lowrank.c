@@ -147,19 +147,6 @@ static float lr_level(uint32_t q, unsigned w)
 	return (float)(2 * (int32_t)q - (int32_t)((1u << w) - 1));
 }
 
-/* Store v (float) into element i of a dtype array. */
-static void lr_st(dt_id dt, uint8_t *p, size_t i, float v)
-{
-	uint16_t h;
-
-	if (dt == DT_F32) {
-		memcpy(p + 4 * i, &v, 4);
-		return;
-	}
-	h = dt == DT_F16 ? hf_f32_to_f16(v) : hf_f32_to_bf16(v);
-	memcpy(p + 2 * i, &h, 2);
-}
-
 /* A chunk blob's header: version, and a dtype with no flag but LR_INLINE. */
 static int lr_chunk_hdr(const uint8_t *b)
 {
@@ -300,7 +287,7 @@ static int lr_decode_impl(cx_ctx *cx, void *dst, size_t n, const void *blob, siz
 			if (ar[j] == 0)
 				memcpy(orow + j * es, br + j * es, es);
 			else
-				lr_st(dt, orow, j, hf_load(dt, br, j) + ar[j]);
+				hf_store(dt, orow, j, hf_load(dt, br, j) + ar[j]);
 		}
 	}
 	return resid ? dq_decode(cx, final, n, rb, rlen, dst) : 0;

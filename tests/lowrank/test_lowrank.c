@@ -47,14 +47,7 @@ static unsigned esz(dt_id dt)
 
 static void st(dt_id dt, uint8_t *p, size_t i, float v)
 {
-	uint16_t h;
-
-	if (dt == DT_F32) {
-		memcpy(p + 4 * i, &v, 4);
-		return;
-	}
-	h = dt == DT_F16 ? hf_f32_to_f16(v) : hf_f32_to_bf16(v);
-	memcpy(p + 2 * i, &h, 2);
+	hf_store(dt, p, i, v);
 }
 
 typedef struct pair {
